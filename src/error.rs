@@ -1,0 +1,77 @@
+//! The crate's error type.
+
+/// Every error that `flow_rl` returns for bad user input or failed I/O.
+///
+/// Messages name the offending value and say what was expected, so they can be shown to a
+/// user as they are.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A tensor's shape disagrees with the shape its role requires.
+    #[error("shape mismatch for `{name}`: expected {expected}, found {found}")]
+    ShapeMismatch {
+        /// The argument or field whose shape is wrong.
+        name: String,
+        /// The shape that was expected, e.g. `[48, 65536]` or `[R] with R = 48`.
+        expected: String,
+        /// The shape that was given.
+        found: String,
+    },
+
+    /// A scalar argument or configuration value is outside its valid range.
+    #[error("invalid `{name}` = {value}: expected {expected}")]
+    InvalidArgument {
+        /// The argument or configuration field.
+        name: String,
+        /// The value that was given, formatted.
+        value: String,
+        /// What a valid value looks like.
+        expected: String,
+    },
+
+    /// A value that must be finite (a reward, an advantage, a log-ratio, ...) was NaN or
+    /// infinite.
+    #[error("non-finite {what} at index {index}: {value}")]
+    NonFinite {
+        /// What the value is, e.g. `reward 0 (\"pickscore\")` or `advantage`.
+        what: String,
+        /// Its position, e.g. the sample or row index.
+        index: usize,
+        /// The value itself (NaN, inf or -inf).
+        value: f64,
+    },
+
+    /// A tensor could not be read back from its device.
+    #[error("could not read a tensor back from the device: {0}")]
+    TensorRead(String),
+}
+
+/// `Result` with [`Error`] as the error type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Builds an [`Error::InvalidArgument`].
+    pub(crate) fn invalid(
+        name: impl Into<String>,
+        value: impl std::fmt::Display,
+        expected: impl Into<String>,
+    ) -> Self {
+        Error::InvalidArgument {
+            name: name.into(),
+            value: value.to_string(),
+            expected: expected.into(),
+        }
+    }
+
+    /// Builds an [`Error::ShapeMismatch`].
+    pub(crate) fn shape(
+        name: impl Into<String>,
+        expected: impl Into<String>,
+        found: impl std::fmt::Debug,
+    ) -> Self {
+        Error::ShapeMismatch {
+            name: name.into(),
+            expected: expected.into(),
+            found: format!("{found:?}"),
+        }
+    }
+}

@@ -1,0 +1,9 @@
+//! flow-rl
+pub mod error;
+pub mod kernel;
+mod rng;
+pub mod schedule;
+mod tensor_util;
+
+pub use error::{Error, Result};
+pub use rng::Rng;
