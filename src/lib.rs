@@ -1,6 +1,7 @@
 //! flow-rl
 pub mod error;
 pub mod kernel;
+pub mod objective;
 mod rng;
 pub mod schedule;
 mod tensor_util;
