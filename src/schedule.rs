@@ -37,10 +37,18 @@ impl SigmaScheduleConfig {
     /// Builds the schedule, checking `steps ≥ 1` and a finite `shift > 0`.
     pub fn init(&self) -> Result<SigmaSchedule> {
         if self.steps == 0 {
-            return Err(Error::invalid("steps", self.steps, "at least 1 denoising step"));
+            return Err(Error::invalid(
+                "steps",
+                self.steps,
+                "at least 1 denoising step",
+            ));
         }
         if !(self.shift.is_finite() && self.shift > 0.0) {
-            return Err(Error::invalid("shift", self.shift, "a finite shift > 0 (SD3 uses 3)"));
+            return Err(Error::invalid(
+                "shift",
+                self.shift,
+                "a finite shift > 0 (SD3 uses 3)",
+            ));
         }
         let steps = self.steps as f64;
         let sigmas = (0..=self.steps)
@@ -87,7 +95,8 @@ impl SigmaSchedule {
 
     /// `dt_i = σ_{i+1} − σ_i` of step `i` (negative).
     pub fn dt(&self, index: usize) -> Result<f64> {
-        self.step(index).map(|(sigma, sigma_next)| sigma_next - sigma)
+        self.step(index)
+            .map(|(sigma, sigma_next)| sigma_next - sigma)
     }
 
     /// The network's timestep input of step `i` for SD3-family models, `1000·σ_i`.
@@ -147,7 +156,11 @@ impl SdeStepSelection {
     /// `count` is 0 or larger than the number of steps in the window.
     pub fn select(&self, total_steps: usize, rng: &mut Rng) -> Result<Vec<usize>> {
         if total_steps == 0 {
-            return Err(Error::invalid("total_steps", 0, "at least 1 denoising step"));
+            return Err(Error::invalid(
+                "total_steps",
+                0,
+                "at least 1 denoising step",
+            ));
         }
         match *self {
             SdeStepSelection::RandomSubset {
@@ -260,7 +273,12 @@ mod tests {
         let err = SigmaScheduleConfig::new().with_steps(0).init().unwrap_err();
         assert!(err.to_string().contains("steps"), "{err}");
         assert!(SigmaScheduleConfig::new().with_shift(0.0).init().is_err());
-        assert!(SigmaScheduleConfig::new().with_shift(f64::NAN).init().is_err());
+        assert!(
+            SigmaScheduleConfig::new()
+                .with_shift(f64::NAN)
+                .init()
+                .is_err()
+        );
         let schedule = SigmaScheduleConfig::new().init().unwrap();
         assert!(schedule.step(10).is_err());
     }
@@ -278,7 +296,10 @@ mod tests {
                 seen[step] = true;
             }
         }
-        assert!(seen.iter().all(|&s| s), "every step of [0, 5) is drawn eventually");
+        assert!(
+            seen.iter().all(|&s| s),
+            "every step of [0, 5) is drawn eventually"
+        );
     }
 
     #[test]
@@ -314,7 +335,10 @@ mod tests {
         let steps = selection.select(10, &mut Rng::seed_from(0)).unwrap();
         assert_eq!(steps, (0..9).collect::<Vec<_>>());
         let third = SdeStepSelection::BelowFraction { fraction: 0.3 };
-        assert_eq!(third.select(10, &mut Rng::seed_from(0)).unwrap(), vec![0, 1, 2]);
+        assert_eq!(
+            third.select(10, &mut Rng::seed_from(0)).unwrap(),
+            vec![0, 1, 2]
+        );
     }
 
     #[test]
@@ -326,7 +350,10 @@ mod tests {
         };
         let err = selection.select(10, &mut Rng::seed_from(0)).unwrap_err();
         let message = err.to_string();
-        assert!(message.contains("count") && message.contains('6'), "{message}");
+        assert!(
+            message.contains("count") && message.contains('6'),
+            "{message}"
+        );
         let contiguous = SdeStepSelection::ContiguousWindow {
             window_start: 0.0,
             window_end: 0.3,

@@ -41,10 +41,19 @@ pub(crate) fn row_mean(tensor: Tensor<2>) -> Tensor<1> {
 }
 
 /// Checks that `tensor` is `[rows, dims]`.
-pub(crate) fn expect_matrix(name: &str, tensor: &Tensor<2>, rows: usize, dims: usize) -> Result<()> {
+pub(crate) fn expect_matrix(
+    name: &str,
+    tensor: &Tensor<2>,
+    rows: usize,
+    dims: usize,
+) -> Result<()> {
     let shape = tensor.dims();
     if shape != [rows, dims] {
-        return Err(Error::shape(name, format!("[{rows}, {dims}] (rows, latent dims)"), shape));
+        return Err(Error::shape(
+            name,
+            format!("[{rows}, {dims}] (rows, latent dims)"),
+            shape,
+        ));
     }
     Ok(())
 }
@@ -53,7 +62,11 @@ pub(crate) fn expect_matrix(name: &str, tensor: &Tensor<2>, rows: usize, dims: u
 pub(crate) fn expect_vector(name: &str, tensor: &Tensor<1>, rows: usize) -> Result<()> {
     let shape = tensor.dims();
     if shape != [rows] {
-        return Err(Error::shape(name, format!("[{rows}] (one value per row)"), shape));
+        return Err(Error::shape(
+            name,
+            format!("[{rows}] (one value per row)"),
+            shape,
+        ));
     }
     Ok(())
 }

@@ -29,10 +29,19 @@ fn loss_and_grad(objective: &dyn TrustRegionObjective, host: &HostBatch) -> (f64
 
 /// Every objective with a reference loss, configured so that both branches occur on a
 /// random batch with `drift` 0.3.
-fn objectives_with_reference() -> Vec<(Box<dyn TrustRegionObjective>, Box<dyn Fn(&HostBatch) -> f64>)> {
+/// An objective paired with its f64 reference loss.
+type WithReference = (Box<dyn TrustRegionObjective>, Box<dyn Fn(&HostBatch) -> f64>);
+
+fn objectives_with_reference() -> Vec<WithReference> {
     vec![
         (
-            Box::new(RatioClipConfig::new().with_epsilon_low(0.05).with_epsilon_high(0.08).init().unwrap()),
+            Box::new(
+                RatioClipConfig::new()
+                    .with_epsilon_low(0.05)
+                    .with_epsilon_high(0.08)
+                    .init()
+                    .unwrap(),
+            ),
             Box::new(|b: &HostBatch| b.ratio_clip_loss(0.05, 0.08)),
         ),
         (
@@ -40,7 +49,13 @@ fn objectives_with_reference() -> Vec<(Box<dyn TrustRegionObjective>, Box<dyn Fn
             Box::new(|b: &HostBatch| b.grpo_guard_loss(0.1, true)),
         ),
         (
-            Box::new(GrpoGuardConfig::new().with_epsilon(0.1).with_dt_reweighting(false).init().unwrap()),
+            Box::new(
+                GrpoGuardConfig::new()
+                    .with_epsilon(0.1)
+                    .with_dt_reweighting(false)
+                    .init()
+                    .unwrap(),
+            ),
             Box::new(|b: &HostBatch| b.grpo_guard_loss(0.1, false)),
         ),
         (
@@ -48,15 +63,32 @@ fn objectives_with_reference() -> Vec<(Box<dyn TrustRegionObjective>, Box<dyn Fn
             Box::new(|b: &HostBatch| b.dppo_loss(0.01, false, false)),
         ),
         (
-            Box::new(FlowDppoConfig::new().with_threshold(0.01).with_mask(DppoMask::Symmetric).init().unwrap()),
+            Box::new(
+                FlowDppoConfig::new()
+                    .with_threshold(0.01)
+                    .with_mask(DppoMask::Symmetric)
+                    .init()
+                    .unwrap(),
+            ),
             Box::new(|b: &HostBatch| b.dppo_loss(0.01, true, false)),
         ),
         (
-            Box::new(FlowDppoConfig::new().with_threshold(0.5).with_divergence(DppoDivergence::Velocity).init().unwrap()),
+            Box::new(
+                FlowDppoConfig::new()
+                    .with_threshold(0.5)
+                    .with_divergence(DppoDivergence::Velocity)
+                    .init()
+                    .unwrap(),
+            ),
             Box::new(|b: &HostBatch| b.dppo_loss(0.5, false, true)),
         ),
         (
-            Box::new(ReferenceKlConfig::new().with_beta(0.3).init(FlowDppoConfig::new().with_threshold(0.01).init().unwrap()).unwrap()),
+            Box::new(
+                ReferenceKlConfig::new()
+                    .with_beta(0.3)
+                    .init(FlowDppoConfig::new().with_threshold(0.01).init().unwrap())
+                    .unwrap(),
+            ),
             Box::new(|b: &HostBatch| b.dppo_loss(0.01, false, false) + 0.3 * b.mean_reference_kl()),
         ),
     ]
@@ -76,7 +108,11 @@ fn each_loss_and_gradient_match_the_reference_and_finite_differences() {
             );
             let numeric = host.finite_difference_grad(&reference);
             let scale = numeric.iter().fold(0.0f64, |m, g| m.max(g.abs()));
-            assert!(scale > 0.0, "{}: the reference gradient is all zero", objective.name());
+            assert!(
+                scale > 0.0,
+                "{}: the reference gradient is all zero",
+                objective.name()
+            );
             assert_close(&grad, &numeric, 1e-4 * scale, 1e-3, objective.name());
         }
     }
@@ -86,13 +122,34 @@ fn each_loss_and_gradient_match_the_reference_and_finite_differences() {
 fn the_test_batches_exercise_both_branches() {
     // Guards the test above against batches where nothing is clipped or dropped.
     let host = HostBatch::random(0, 12, 5, 0.3);
-    let clip = RatioClipConfig::new().with_epsilon_low(0.05).with_epsilon_high(0.08).init().unwrap();
-    let fraction = clip.loss(&host.to_device(&device())).unwrap().metrics.clip.unwrap().fraction;
+    let clip = RatioClipConfig::new()
+        .with_epsilon_low(0.05)
+        .with_epsilon_high(0.08)
+        .init()
+        .unwrap();
+    let fraction = clip
+        .loss(&host.to_device(&device()))
+        .unwrap()
+        .metrics
+        .clip
+        .unwrap()
+        .fraction;
     assert!(fraction > 0.0 && fraction < 1.0, "clip fraction {fraction}");
     let dppo = FlowDppoConfig::new().with_threshold(0.01).init().unwrap();
-    let mask = dppo.loss(&host.to_device(&device())).unwrap().metrics.mask.unwrap();
-    assert!(mask.dropped_fraction > 0.0 && mask.dropped_fraction < 1.0, "{mask:?}");
-    assert!(mask.over_threshold_fraction > mask.dropped_fraction, "corrective rows pass: {mask:?}");
+    let mask = dppo
+        .loss(&host.to_device(&device()))
+        .unwrap()
+        .metrics
+        .mask
+        .unwrap();
+    assert!(
+        mask.dropped_fraction > 0.0 && mask.dropped_fraction < 1.0,
+        "{mask:?}"
+    );
+    assert!(
+        mask.over_threshold_fraction > mask.dropped_fraction,
+        "corrective rows pass: {mask:?}"
+    );
 }
 
 #[test]
@@ -108,7 +165,11 @@ fn on_policy_ratio_is_one_and_kl_is_zero() {
         assert_eq!(metrics.kl_max, 0.0, "{name}");
         assert_eq!(metrics.approx_kl, 0.0, "{name}");
         if name != "grpo-guard" {
-            assert!((metrics.loss + mean_advantage).abs() < 1e-5, "{name}: {}", metrics.loss);
+            assert!(
+                (metrics.loss + mean_advantage).abs() < 1e-5,
+                "{name}: {}",
+                metrics.loss
+            );
         }
     }
 }
@@ -139,18 +200,37 @@ fn dppo_mask_truth_table() {
         for (e, ratio_sign) in [(2.0 * d, 1), (d / 2.0, 0), (0.0, -1)] {
             for advantage in [1.0, 0.0, -1.0] {
                 let host = single_row(advantage, d, e);
-                let pushes = (advantage > 0.0 && ratio_sign > 0) || (advantage < 0.0 && ratio_sign < 0);
-                for (mask, drops) in [(DppoMask::AdvantageAware, over && pushes), (DppoMask::Symmetric, over)] {
-                    let objective = FlowDppoConfig::new().with_threshold(tau).with_mask(mask).init().unwrap();
+                let pushes =
+                    (advantage > 0.0 && ratio_sign > 0) || (advantage < 0.0 && ratio_sign < 0);
+                for (mask, drops) in [
+                    (DppoMask::AdvantageAware, over && pushes),
+                    (DppoMask::Symmetric, over),
+                ] {
+                    let objective = FlowDppoConfig::new()
+                        .with_threshold(tau)
+                        .with_mask(mask)
+                        .init()
+                        .unwrap();
                     let batch = host.to_device(&device());
                     let output = objective.loss(&batch).unwrap();
                     let metrics = output.metrics.mask.unwrap();
                     let case = format!("{mask:?} A={advantage} d={d} r-1 sign={ratio_sign}");
-                    assert_eq!(metrics.dropped_fraction, f64::from(u8::from(drops)), "{case}");
-                    assert_eq!(metrics.over_threshold_fraction, f64::from(u8::from(over)), "{case}");
+                    assert_eq!(
+                        metrics.dropped_fraction,
+                        f64::from(u8::from(drops)),
+                        "{case}"
+                    );
+                    assert_eq!(
+                        metrics.over_threshold_fraction,
+                        f64::from(u8::from(over)),
+                        "{case}"
+                    );
                     let r = host.log_ratio(0).exp();
                     let want_loss = if drops { 0.0 } else { -advantage * r };
-                    assert!((values(output.loss.clone())[0] - want_loss).abs() < 1e-6, "{case}");
+                    assert!(
+                        (values(output.loss.clone())[0] - want_loss).abs() < 1e-6,
+                        "{case}"
+                    );
                     let grads = output.loss.backward();
                     let grad = batch.new_mean.grad(&grads).map(values).unwrap_or(vec![0.0]);
                     if drops || advantage == 0.0 {
@@ -179,14 +259,21 @@ fn masked_and_clipped_rows_have_exactly_zero_gradient() {
         let row_grad = &grad[row * host.dims..(row + 1) * host.dims];
         if host.dppo_drops(row, 0.01, false, false) {
             dropped += 1;
-            assert!(row_grad.iter().all(|&g| g == 0.0), "dropped row {row}: {row_grad:?}");
+            assert!(
+                row_grad.iter().all(|&g| g == 0.0),
+                "dropped row {row}: {row_grad:?}"
+            );
         } else {
             assert!(row_grad.iter().any(|&g| g != 0.0), "kept row {row}");
         }
     }
     assert!(dropped > 0);
 
-    let clip = RatioClipConfig::new().with_epsilon_low(0.05).with_epsilon_high(0.05).init().unwrap();
+    let clip = RatioClipConfig::new()
+        .with_epsilon_low(0.05)
+        .with_epsilon_high(0.05)
+        .init()
+        .unwrap();
     let batch = host.to_device(&device());
     let output = clip.loss(&batch).unwrap();
     let grad = values(batch.new_mean.grad(&output.loss.backward()).unwrap());
@@ -195,7 +282,11 @@ fn masked_and_clipped_rows_have_exactly_zero_gradient() {
         let (a, r) = (host.advantages[row], host.log_ratio(row).exp());
         if (a > 0.0 && r > 1.05) || (a < 0.0 && r < 0.95) {
             clipped += 1;
-            assert!(grad[row * host.dims..(row + 1) * host.dims].iter().all(|&g| g == 0.0));
+            assert!(
+                grad[row * host.dims..(row + 1) * host.dims]
+                    .iter()
+                    .all(|&g| g == 0.0)
+            );
         }
     }
     assert!(clipped > 0);
@@ -221,13 +312,27 @@ fn an_overflowed_ratio_in_a_masked_or_clipped_row_gives_no_nan() {
         Box::new(RatioClipConfig::new().init().unwrap()),
         Box::new(GrpoGuardConfig::new().init().unwrap()),
         Box::new(FlowDppoConfig::new().init().unwrap()),
-        Box::new(FlowDppoConfig::new().with_mask(DppoMask::Symmetric).init().unwrap()),
+        Box::new(
+            FlowDppoConfig::new()
+                .with_mask(DppoMask::Symmetric)
+                .init()
+                .unwrap(),
+        ),
     ];
     for objective in objectives {
         let (loss, grad) = loss_and_grad(objective.as_ref(), &host);
         assert!(loss.is_finite(), "{}: loss {loss}", objective.name());
-        assert!(grad.iter().all(|g| g.is_finite()), "{}: {grad:?}", objective.name());
-        assert_eq!(grad[0], 0.0, "{}: the overflowed row is inactive", objective.name());
+        assert!(
+            grad.iter().all(|g| g.is_finite()),
+            "{}: {grad:?}",
+            objective.name()
+        );
+        assert_eq!(
+            grad[0],
+            0.0,
+            "{}: the overflowed row is inactive",
+            objective.name()
+        );
     }
 }
 
@@ -246,7 +351,11 @@ fn the_loss_is_a_mean_over_all_rows() {
         host.dt.extend(&other.dt);
         host.advantages.extend(&other.advantages);
     }
-    let output = FlowDppoConfig::new().init().unwrap().loss(&host.to_device(&device())).unwrap();
+    let output = FlowDppoConfig::new()
+        .init()
+        .unwrap()
+        .loss(&host.to_device(&device()))
+        .unwrap();
     let kept_loss = -kept.log_ratio(0).exp();
     assert!((values(output.loss)[0] - kept_loss / 2.0).abs() < 1e-6);
     assert_eq!(output.metrics.mask.unwrap().dropped_fraction, 0.5);
@@ -266,15 +375,42 @@ fn metrics_match_the_reference() {
     let kls: Vec<f64> = (0..host.rows).map(|i| host.kl(i)).collect();
     let mean = ratios.iter().sum::<f64>() / 20.0;
     let std = (ratios.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / 20.0).sqrt();
-    let approx_kl = (0..host.rows).map(|i| 0.5 * host.log_ratio(i).powi(2)).sum::<f64>() / 20.0;
-    assert_close(&[metrics.ratio.mean, metrics.ratio.std], &[mean, std], 1e-5, 1e-4, "ratio");
+    let approx_kl = (0..host.rows)
+        .map(|i| 0.5 * host.log_ratio(i).powi(2))
+        .sum::<f64>()
+        / 20.0;
+    assert_close(
+        &[metrics.ratio.mean, metrics.ratio.std],
+        &[mean, std],
+        1e-5,
+        1e-4,
+        "ratio",
+    );
     assert_close(&[metrics.approx_kl], &[approx_kl], 1e-7, 1e-4, "approx_kl");
-    assert_close(&[metrics.kl_mean], &[kls.iter().sum::<f64>() / 20.0], 1e-7, 1e-4, "kl_mean");
-    assert_close(&[metrics.kl_max], &[kls.iter().cloned().fold(0.0, f64::max)], 1e-7, 1e-4, "kl_max");
+    assert_close(
+        &[metrics.kl_mean],
+        &[kls.iter().sum::<f64>() / 20.0],
+        1e-7,
+        1e-4,
+        "kl_mean",
+    );
+    assert_close(
+        &[metrics.kl_max],
+        &[kls.iter().cloned().fold(0.0, f64::max)],
+        1e-7,
+        1e-4,
+        "kl_max",
+    );
     let mask = metrics.mask.unwrap();
-    let drops: Vec<bool> = (0..host.rows).map(|i| host.dppo_drops(i, 0.01, false, false)).collect();
-    let positive = (0..host.rows).filter(|&i| drops[i] && host.advantages[i] > 0.0).count();
-    let negative = (0..host.rows).filter(|&i| drops[i] && host.advantages[i] < 0.0).count();
+    let drops: Vec<bool> = (0..host.rows)
+        .map(|i| host.dppo_drops(i, 0.01, false, false))
+        .collect();
+    let positive = (0..host.rows)
+        .filter(|&i| drops[i] && host.advantages[i] > 0.0)
+        .count();
+    let negative = (0..host.rows)
+        .filter(|&i| drops[i] && host.advantages[i] < 0.0)
+        .count();
     assert_eq!(mask.dropped_positive_fraction, positive as f64 / 20.0);
     assert_eq!(mask.dropped_negative_fraction, negative as f64 / 20.0);
     assert!(positive + negative > 0);
@@ -289,9 +425,25 @@ fn reference_kl_reports_its_term() {
         .unwrap();
     let metrics = objective.loss(&host.to_device(&device())).unwrap().metrics;
     let term = metrics.reference_kl.unwrap();
-    assert_close(&[term], &[host.mean_reference_kl()], 1e-7, 1e-4, "reference KL");
-    let without = RatioClipConfig::new().init().unwrap().loss(&host.to_device(&device())).unwrap();
-    assert_close(&[metrics.loss], &[without.metrics.loss + 0.5 * term], 1e-7, 1e-5, "loss");
+    assert_close(
+        &[term],
+        &[host.mean_reference_kl()],
+        1e-7,
+        1e-4,
+        "reference KL",
+    );
+    let without = RatioClipConfig::new()
+        .init()
+        .unwrap()
+        .loss(&host.to_device(&device()))
+        .unwrap();
+    assert_close(
+        &[metrics.loss],
+        &[without.metrics.loss + 0.5 * term],
+        1e-7,
+        1e-5,
+        "loss",
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -299,7 +451,10 @@ fn reference_kl_reports_its_term() {
 
 fn expect_error(objective: &dyn TrustRegionObjective, batch: &RowBatch, needle: &str) {
     let err = objective.loss(batch).unwrap_err();
-    assert!(err.to_string().contains(needle), "expected `{needle}` in: {err}");
+    assert!(
+        err.to_string().contains(needle),
+        "expected `{needle}` in: {err}"
+    );
 }
 
 #[test]
@@ -311,19 +466,55 @@ fn rows_whose_tensors_disagree_in_shape_are_errors() {
     let wrong_matrix = Tensor::<2>::zeros([4, 2], &dev);
     let wrong_vector = Tensor::<1>::zeros([3], &dev);
     let cases: Vec<(RowBatch, &str)> = vec![
-        (RowBatch { old_mean: wrong_matrix.clone(), ..good.clone() }, "old_mean"),
-        (RowBatch { sample: wrong_matrix.clone(), ..good.clone() }, "sample"),
-        (RowBatch { std: wrong_vector.clone(), ..good.clone() }, "std"),
-        (RowBatch { dt: wrong_vector.clone(), ..good.clone() }, "dt"),
-        (RowBatch { advantages: wrong_vector.clone(), ..good.clone() }, "advantages"),
+        (
+            RowBatch {
+                old_mean: wrong_matrix.clone(),
+                ..good.clone()
+            },
+            "old_mean",
+        ),
+        (
+            RowBatch {
+                sample: wrong_matrix.clone(),
+                ..good.clone()
+            },
+            "sample",
+        ),
+        (
+            RowBatch {
+                std: wrong_vector.clone(),
+                ..good.clone()
+            },
+            "std",
+        ),
+        (
+            RowBatch {
+                dt: wrong_vector.clone(),
+                ..good.clone()
+            },
+            "dt",
+        ),
+        (
+            RowBatch {
+                advantages: wrong_vector.clone(),
+                ..good.clone()
+            },
+            "advantages",
+        ),
         (good.clone().with_ref_mean(wrong_matrix), "ref_mean"),
-        (good.clone().with_velocity_scale(wrong_vector), "velocity_scale"),
+        (
+            good.clone().with_velocity_scale(wrong_vector),
+            "velocity_scale",
+        ),
     ];
     for (batch, field) in cases {
         let err = objective.loss(&batch).unwrap_err();
         assert!(matches!(err, Error::ShapeMismatch { .. }), "{err}");
         let message = err.to_string();
-        assert!(message.contains(field) && message.contains("[4"), "{message}");
+        assert!(
+            message.contains(field) && message.contains("[4"),
+            "{message}"
+        );
     }
     let empty = RowBatch::new(
         Tensor::zeros([0, 3], &dev),
@@ -339,14 +530,32 @@ fn rows_whose_tensors_disagree_in_shape_are_errors() {
 #[test]
 fn invalid_configs_are_errors() {
     for tau in [0.0, -1e-5, f64::NAN] {
-        let err = FlowDppoConfig::new().with_threshold(tau).init().unwrap_err();
+        let err = FlowDppoConfig::new()
+            .with_threshold(tau)
+            .init()
+            .unwrap_err();
         assert!(err.to_string().contains("tau"), "{err}");
     }
-    assert!(RatioClipConfig::new().with_epsilon_low(-0.1).init().is_err());
-    assert!(RatioClipConfig::new().with_epsilon_high(-1e-4).init().is_err());
+    assert!(
+        RatioClipConfig::new()
+            .with_epsilon_low(-0.1)
+            .init()
+            .is_err()
+    );
+    assert!(
+        RatioClipConfig::new()
+            .with_epsilon_high(-1e-4)
+            .init()
+            .is_err()
+    );
     assert!(RatioClipConfig::new().with_epsilon_low(1.0).init().is_err());
     assert!(GrpoGuardConfig::new().with_epsilon(-0.2).init().is_err());
-    assert!(ReferenceKlConfig::new().with_beta(-1.0).init(RatioClipConfig::new().init().unwrap()).is_err());
+    assert!(
+        ReferenceKlConfig::new()
+            .with_beta(-1.0)
+            .init(RatioClipConfig::new().init().unwrap())
+            .is_err()
+    );
     let err = ObjectiveConfig::from_name("ppo").unwrap_err();
     assert!(err.to_string().contains("flow-dppo"), "{err}");
 }
@@ -357,9 +566,15 @@ fn missing_optional_inputs_and_bad_values_are_errors() {
     host.ref_mean = None;
     host.velocity_scale = None;
     let batch = host.to_device(&device());
-    let velocity = FlowDppoConfig::new().with_divergence(DppoDivergence::Velocity).init().unwrap();
+    let velocity = FlowDppoConfig::new()
+        .with_divergence(DppoDivergence::Velocity)
+        .init()
+        .unwrap();
     expect_error(&velocity, &batch, "velocity_scale");
-    let reference = ReferenceKlConfig::new().with_beta(0.1).init(RatioClipConfig::new().init().unwrap()).unwrap();
+    let reference = ReferenceKlConfig::new()
+        .with_beta(0.1)
+        .init(RatioClipConfig::new().init().unwrap())
+        .unwrap();
     expect_error(&reference, &batch, "ref_mean");
 
     let objective = RatioClipConfig::new().init().unwrap();
@@ -368,7 +583,11 @@ fn missing_optional_inputs_and_bad_values_are_errors() {
     expect_error(&objective, &zero_std.to_device(&device()), "std of row 2");
     let mut nan_advantage = host.clone();
     nan_advantage.advantages[1] = f64::NAN;
-    expect_error(&objective, &nan_advantage.to_device(&device()), "advantage at index 1");
+    expect_error(
+        &objective,
+        &nan_advantage.to_device(&device()),
+        "advantage at index 1",
+    );
     let mut nan_mean = host.clone();
     nan_mean.new_mean[4] = f64::NAN;
     expect_error(&objective, &nan_mean.to_device(&device()), "log-ratio");
@@ -382,7 +601,10 @@ fn missing_optional_inputs_and_bad_values_are_errors() {
 // Properties
 
 fn all_objectives() -> Vec<Box<dyn TrustRegionObjective>> {
-    objectives_with_reference().into_iter().map(|(o, _)| o).collect()
+    objectives_with_reference()
+        .into_iter()
+        .map(|(o, _)| o)
+        .collect()
 }
 
 proptest! {

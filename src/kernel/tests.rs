@@ -53,9 +53,21 @@ fn one_row_step(kernel: &dyn StepKernel, step: usize) -> (Vec<f32>, f64) {
 fn flow_sde_matches_reference_values() {
     let kernel = FlowSdeConfig::new().init().unwrap();
     let cases = [
-        (0, 0.6999999999999998, [0.7371428571428572, -1.6171428571428568]),
-        (1, 0.7383713887281323, [0.6916552197802182, -1.588530219780217]),
-        (4, 0.3877381965848974, [0.8656818181818186, -2.070909090909091]),
+        (
+            0,
+            0.6999999999999998,
+            [0.7371428571428572, -1.6171428571428568],
+        ),
+        (
+            1,
+            0.7383713887281323,
+            [0.6916552197802182, -1.588530219780217],
+        ),
+        (
+            4,
+            0.3877381965848974,
+            [0.8656818181818186, -2.070909090909091],
+        ),
     ];
     for (step, std, mean) in cases {
         let (got_mean, got_std) = one_row_step(&kernel, step);
@@ -98,7 +110,11 @@ fn cps_preserves_the_flow_coefficients() {
     let x = (1.0 - sigma) * x0 + sigma * noise;
     let mean = c.sample_scale * x + c.velocity_scale * (noise - x0);
     let noise_weight = (sigma_next * sigma_next - c.std * c.std).sqrt();
-    assert_abs_diff_eq!(mean, (1.0 - sigma_next) * x0 + noise_weight * noise, epsilon = 1e-12);
+    assert_abs_diff_eq!(
+        mean,
+        (1.0 - sigma_next) * x0 + noise_weight * noise,
+        epsilon = 1e-12
+    );
 }
 
 #[test]
@@ -137,7 +153,11 @@ fn sigmas_out_of_order_or_range_are_errors() {
         .unwrap_err();
     assert!(matches!(err, crate::Error::ShapeMismatch { .. }), "{err}");
     let wrong_velocity = matrix(&[1.0, 2.0, 3.0], 1, &device);
-    assert!(kernel.transition(x, wrong_velocity, &[0.5; 2], &[0.4; 2]).is_err());
+    assert!(
+        kernel
+            .transition(x, wrong_velocity, &[0.5; 2], &[0.4; 2])
+            .is_err()
+    );
 }
 
 #[test]
@@ -201,7 +221,9 @@ fn sampling_and_scoring_agree() {
 fn ode_step_has_no_log_prob() {
     let device = Device::default();
     let x = matrix(&[1.0, 2.0], 1, &device);
-    let step = Ode.transition(x.clone(), x.clone(), &[0.5], &[0.4]).unwrap();
+    let step = Ode
+        .transition(x.clone(), x.clone(), &[0.5], &[0.4])
+        .unwrap();
     let err = step.log_prob(x).unwrap_err();
     assert!(err.to_string().contains("deterministic"), "{err}");
 }

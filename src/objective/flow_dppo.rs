@@ -1,9 +1,9 @@
 use burn::config::Config;
 
+use super::TrustRegionObjective;
 use super::batch::RowBatch;
 use super::metrics::{HostRows, MaskMetrics, ObjectiveOutput, fraction, joint_fraction};
 use super::terms::{RowTerms, active_surrogate};
-use super::TrustRegionObjective;
 use crate::error::{Error, Result};
 use crate::tensor_util::{expect_vector, to_f32};
 
@@ -111,7 +111,9 @@ impl TrustRegionObjective for FlowDppo {
                 let pushes_down = advantages
                     .lower_elem(0.0)
                     .bool_and(log_ratio.lower_elem(0.0));
-                over_threshold.clone().bool_and(pushes_up.bool_or(pushes_down))
+                over_threshold
+                    .clone()
+                    .bool_and(pushes_up.bool_or(pushes_down))
             }
         };
         let row_loss = active_surrogate(
@@ -128,12 +130,22 @@ impl TrustRegionObjective for FlowDppo {
             vec![divergence, over_threshold.float(), drop.float()],
         )?;
         let (divergence, over, dropped) = (&host.extra[0], &host.extra[1], &host.extra[2]);
-        let positive: Vec<f32> = host.advantages.iter().map(|&a| f32::from(a > 0.0)).collect();
-        let negative: Vec<f32> = host.advantages.iter().map(|&a| f32::from(a < 0.0)).collect();
+        let positive: Vec<f32> = host
+            .advantages
+            .iter()
+            .map(|&a| f32::from(a > 0.0))
+            .collect();
+        let negative: Vec<f32> = host
+            .advantages
+            .iter()
+            .map(|&a| f32::from(a < 0.0))
+            .collect();
         let mut metrics = host.common_metrics();
         metrics.mask = Some(MaskMetrics {
             divergence_mean: divergence.iter().map(|&d| d as f64).sum::<f64>() / rows as f64,
-            divergence_max: divergence.iter().fold(f64::NEG_INFINITY, |m, &d| m.max(d as f64)),
+            divergence_max: divergence
+                .iter()
+                .fold(f64::NEG_INFINITY, |m, &d| m.max(d as f64)),
             over_threshold_fraction: fraction(over),
             dropped_fraction: fraction(dropped),
             dropped_positive_fraction: joint_fraction(dropped, &positive),

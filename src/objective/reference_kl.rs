@@ -1,8 +1,8 @@
 use burn::config::Config;
 
+use super::TrustRegionObjective;
 use super::batch::RowBatch;
 use super::metrics::{ObjectiveOutput, check_finite};
-use super::TrustRegionObjective;
 use crate::error::{Error, Result};
 use crate::kernel::gaussian_kl;
 use crate::tensor_util::{host_values, to_f32};

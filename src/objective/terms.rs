@@ -76,8 +76,8 @@ impl ClippedSurrogate {
             .lower_elem(0.0)
             .bool_and(ratio_value.clone().lower_elem(1.0 - epsilon_low));
         let clipped = clipped_high.clone().bool_or(clipped_low.clone());
-        let clipped_loss = advantages.clone().neg()
-            * ratio_value.clamp(1.0 - epsilon_low, 1.0 + epsilon_high);
+        let clipped_loss =
+            advantages.clone().neg() * ratio_value.clamp(1.0 - epsilon_low, 1.0 + epsilon_high);
         let row_loss = active_surrogate(log_ratio, advantages, clipped.clone())
             .mask_where(clipped, clipped_loss);
         Self {

@@ -14,7 +14,8 @@ fn rows_with_shared_drift(rows: usize, dims: usize, std: f32, drift: f32) -> (Ro
     device.seed(1234);
     let old_mean = Tensor::<2>::random([rows, dims], Distribution::Normal(0.0, 1.0), &device);
     let noise = Tensor::<2>::random([rows, dims], Distribution::Normal(0.0, 1.0), &device);
-    let drift_row = Tensor::<2>::random([1, dims], Distribution::Normal(0.0, drift as f64), &device);
+    let drift_row =
+        Tensor::<2>::random([1, dims], Distribution::Normal(0.0, drift as f64), &device);
     let new_mean = old_mean.clone() + drift_row.expand([rows, dims]);
     let sample = old_mean.clone() + noise.clone().mul_scalar(std);
     let std = Tensor::<1>::full([rows], std, &device);
@@ -32,19 +33,39 @@ fn log_ratio_is_projected_noise_minus_kl_and_matches_the_gaussian_log_probs() {
     let terms = RowTerms::new(&batch);
     let diff = batch.new_mean.clone() - batch.old_mean.clone();
     // mean_N(ε·d)/s − KL, from the noise that drew x'.
-    let projected = (noise * diff).mean_dim(1).squeeze_dim::<1>(1).div_scalar(0.7);
-    let kl = gaussian_kl(batch.new_mean.clone(), batch.old_mean.clone(), batch.std.clone()).unwrap();
+    let projected = (noise * diff)
+        .mean_dim(1)
+        .squeeze_dim::<1>(1)
+        .div_scalar(0.7);
+    let kl = gaussian_kl(
+        batch.new_mean.clone(),
+        batch.old_mean.clone(),
+        batch.std.clone(),
+    )
+    .unwrap();
     let identity = host_values(projected - kl).unwrap();
     let from_log_probs = host_values(
-        gaussian_log_prob(batch.sample.clone(), batch.new_mean.clone(), batch.std.clone()).unwrap()
-            - gaussian_log_prob(batch.sample.clone(), batch.old_mean.clone(), batch.std.clone())
-                .unwrap(),
+        gaussian_log_prob(
+            batch.sample.clone(),
+            batch.new_mean.clone(),
+            batch.std.clone(),
+        )
+        .unwrap()
+            - gaussian_log_prob(
+                batch.sample.clone(),
+                batch.old_mean.clone(),
+                batch.std.clone(),
+            )
+            .unwrap(),
     )
     .unwrap();
     let log_ratio = host_values(terms.log_ratio).unwrap();
     for row in 0..64 {
         assert!((log_ratio[row] - identity[row]).abs() < 1e-5, "row {row}");
-        assert!((log_ratio[row] - from_log_probs[row]).abs() < 1e-4, "row {row}");
+        assert!(
+            (log_ratio[row] - from_log_probs[row]).abs() < 1e-4,
+            "row {row}"
+        );
     }
 }
 
@@ -56,15 +77,26 @@ fn log_ratio_std_is_sqrt_two_kl_over_n_and_its_mean_is_minus_kl() {
     let (rows, dims) = (4000, 64);
     let (batch, _) = rows_with_shared_drift(rows, dims, 0.5, 0.02);
     let terms = RowTerms::new(&batch);
-    let log_ratio: Vec<f64> = host_values(terms.log_ratio).unwrap().into_iter().map(f64::from).collect();
+    let log_ratio: Vec<f64> = host_values(terms.log_ratio)
+        .unwrap()
+        .into_iter()
+        .map(f64::from)
+        .collect();
     let kl = host_values(terms.kl).unwrap()[0] as f64;
     let mean = log_ratio.iter().sum::<f64>() / rows as f64;
     let std = (log_ratio.iter().map(|l| (l - mean).powi(2)).sum::<f64>() / rows as f64).sqrt();
     let predicted = (2.0 * kl / dims as f64).sqrt();
     assert!(kl > 1e-4, "the drift must be visible: KL = {kl}");
-    assert!((std / predicted - 1.0).abs() < 0.05, "std {std} vs sqrt(2·KL/N) {predicted}");
+    assert!(
+        (std / predicted - 1.0).abs() < 0.05,
+        "std {std} vs sqrt(2·KL/N) {predicted}"
+    );
     let standard_error = predicted / (rows as f64).sqrt();
-    assert!((mean + kl).abs() < 4.0 * standard_error, "mean {mean} vs −KL {}", -kl);
+    assert!(
+        (mean + kl).abs() < 4.0 * standard_error,
+        "mean {mean} vs −KL {}",
+        -kl
+    );
 }
 
 #[test]
@@ -76,16 +108,32 @@ fn grpo_guard_regulated_log_ratio_is_the_mean_noise_drift_product() {
     let diff = batch.new_mean.clone() - batch.old_mean.clone();
     let want = host_values((noise * diff).mean_dim(1).squeeze_dim::<1>(1)).unwrap();
     let log_ratio_plus_kl = host_values(
-        (gaussian_log_prob(batch.sample.clone(), batch.new_mean.clone(), batch.std.clone()).unwrap()
-            - gaussian_log_prob(batch.sample.clone(), batch.old_mean.clone(), batch.std.clone())
-                .unwrap()
-            + gaussian_kl(batch.new_mean.clone(), batch.old_mean.clone(), batch.std.clone())
-                .unwrap())
+        (gaussian_log_prob(
+            batch.sample.clone(),
+            batch.new_mean.clone(),
+            batch.std.clone(),
+        )
+        .unwrap()
+            - gaussian_log_prob(
+                batch.sample.clone(),
+                batch.old_mean.clone(),
+                batch.std.clone(),
+            )
+            .unwrap()
+            + gaussian_kl(
+                batch.new_mean.clone(),
+                batch.old_mean.clone(),
+                batch.std.clone(),
+            )
+            .unwrap())
         .mul_scalar(0.4),
     )
     .unwrap();
     for row in 0..32 {
         assert!((regulated[row] - want[row]).abs() < 1e-6, "row {row}");
-        assert!((log_ratio_plus_kl[row] - want[row]).abs() < 1e-5, "row {row}");
+        assert!(
+            (log_ratio_plus_kl[row] - want[row]).abs() < 1e-5,
+            "row {row}"
+        );
     }
 }

@@ -111,7 +111,11 @@ impl HostBatch {
         (0..self.rows)
             .map(|i| {
                 let regulated = ((self.log_ratio(i) + self.kl(i)) * self.std[i]).exp();
-                let weight = if reweight { 1.0 / self.dt[i].abs() } else { 1.0 };
+                let weight = if reweight {
+                    1.0 / self.dt[i].abs()
+                } else {
+                    1.0
+                };
                 clipped(self.advantages[i], regulated, epsilon, epsilon) * weight
             })
             .sum::<f64>()
