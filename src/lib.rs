@@ -101,3 +101,8 @@ pub mod prelude {
     };
     pub use crate::schedule::{SdeStepSelection, SigmaSchedule, SigmaScheduleConfig};
 }
+
+/// The README's Rust examples, compiled as doctests so they cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

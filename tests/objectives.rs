@@ -30,7 +30,10 @@ fn loss_and_grad(objective: &dyn TrustRegionObjective, host: &HostBatch) -> (f64
 /// Every objective with a reference loss, configured so that both branches occur on a
 /// random batch with `drift` 0.3.
 /// An objective paired with its f64 reference loss.
-type WithReference = (Box<dyn TrustRegionObjective>, Box<dyn Fn(&HostBatch) -> f64>);
+type WithReference = (
+    Box<dyn TrustRegionObjective>,
+    Box<dyn Fn(&HostBatch) -> f64>,
+);
 
 fn objectives_with_reference() -> Vec<WithReference> {
     vec![

@@ -15,8 +15,9 @@ pub fn gaussian_log_prob(x: Tensor<2>, mean: Tensor<2>, std: Tensor<1>) -> Resul
     expect_matrix("x", &x, rows, dims)?;
     expect_vector("std", &std, rows)?;
     let std = to_f32(std);
-    let variance = std.clone().powi_scalar(2);
-    let squared_error = row_mean((to_f32(x).detach() - to_f32(mean)).powi_scalar(2));
+    let variance = std.clone() * std.clone();
+    let error = to_f32(x).detach() - to_f32(mean);
+    let squared_error = row_mean(error.clone() * error);
     Ok(squared_error.div(variance.mul_scalar(2.0)).neg()
         - std.log()
         - 0.5 * (2.0 * std::f64::consts::PI).ln())
@@ -31,7 +32,9 @@ pub fn gaussian_kl(mean_p: Tensor<2>, mean_q: Tensor<2>, std: Tensor<1>) -> Resu
     let [rows, dims] = mean_p.dims();
     expect_matrix("mean_q", &mean_q, rows, dims)?;
     expect_vector("std", &std, rows)?;
-    let variance = to_f32(std).powi_scalar(2);
-    let squared_distance = row_mean((to_f32(mean_p) - to_f32(mean_q)).powi_scalar(2));
+    let std = to_f32(std);
+    let variance = std.clone() * std;
+    let distance = to_f32(mean_p) - to_f32(mean_q);
+    let squared_distance = row_mean(distance.clone() * distance);
     Ok(squared_distance.div(variance.mul_scalar(2.0)))
 }

@@ -83,8 +83,9 @@ impl TrustRegionObjective for FlowDppo {
     fn loss(&self, batch: &RowBatch) -> Result<ObjectiveOutput> {
         let (rows, _) = batch.validate()?;
         let terms = RowTerms::new(batch);
+        let log_ratio = terms.log_ratio();
         let divergence = match self.divergence {
-            DppoDivergence::MeanKl => terms.kl.clone().detach(),
+            DppoDivergence::MeanKl => terms.kl.clone(),
             DppoDivergence::Velocity => {
                 let scale = batch.velocity_scale.clone().ok_or_else(|| {
                     Error::invalid(
@@ -94,11 +95,12 @@ impl TrustRegionObjective for FlowDppo {
                     )
                 })?;
                 expect_vector("velocity_scale", &scale, rows)?;
-                terms.mean_sq_diff.clone() / to_f32(scale).detach().powi_scalar(2)
+                let scale = to_f32(scale).detach();
+                terms.mean_sq_diff.clone() / (scale.clone() * scale)
             }
         };
         let over_threshold = divergence.clone().greater_equal_elem(self.threshold);
-        let log_ratio = terms.log_ratio.clone().detach();
+        let log_ratio_value = log_ratio.clone().detach();
         let drop = match self.mask {
             DppoMask::Symmetric => over_threshold.clone(),
             DppoMask::AdvantageAware => {
@@ -107,22 +109,18 @@ impl TrustRegionObjective for FlowDppo {
                 let pushes_up = advantages
                     .clone()
                     .greater_elem(0.0)
-                    .bool_and(log_ratio.clone().greater_elem(0.0));
+                    .bool_and(log_ratio_value.clone().greater_elem(0.0));
                 let pushes_down = advantages
                     .lower_elem(0.0)
-                    .bool_and(log_ratio.lower_elem(0.0));
+                    .bool_and(log_ratio_value.lower_elem(0.0));
                 over_threshold
                     .clone()
                     .bool_and(pushes_up.bool_or(pushes_down))
             }
         };
-        let row_loss = active_surrogate(
-            terms.log_ratio.clone(),
-            batch.advantages.clone(),
-            drop.clone(),
-        );
+        let row_loss = active_surrogate(log_ratio.clone(), batch.advantages.clone(), drop.clone());
         let host = HostRows::read(
-            &terms.log_ratio,
+            &log_ratio,
             &terms.kl,
             &terms.std,
             &batch.advantages,

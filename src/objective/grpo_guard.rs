@@ -54,7 +54,10 @@ impl TrustRegionObjective for GrpoGuard {
     fn loss(&self, batch: &RowBatch) -> Result<ObjectiveOutput> {
         batch.validate()?;
         let terms = RowTerms::new(batch);
-        let regulated_log_ratio = terms.projected_noise.clone() * terms.std.clone();
+        let projected_noise = terms.projected_noise();
+        // log r = mean_N(e·d)/s² − KL: the true ratio for the metrics, without another pass.
+        let log_ratio = projected_noise.clone().detach() - terms.kl.clone();
+        let regulated_log_ratio = projected_noise * terms.std.clone();
         let surrogate = ClippedSurrogate::new(
             regulated_log_ratio,
             batch.advantages.clone(),
@@ -68,7 +71,7 @@ impl TrustRegionObjective for GrpoGuard {
             surrogate.row_loss.clone()
         };
         let host = HostRows::read(
-            &terms.log_ratio,
+            &log_ratio,
             &terms.kl,
             &terms.std,
             &batch.advantages,

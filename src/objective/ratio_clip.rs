@@ -50,14 +50,15 @@ impl TrustRegionObjective for RatioClip {
     fn loss(&self, batch: &RowBatch) -> Result<ObjectiveOutput> {
         batch.validate()?;
         let terms = RowTerms::new(batch);
+        let log_ratio = terms.log_ratio();
         let surrogate = ClippedSurrogate::new(
-            terms.log_ratio.clone(),
+            log_ratio.clone(),
             batch.advantages.clone(),
             self.epsilon_low,
             self.epsilon_high,
         );
         let host = HostRows::read(
-            &terms.log_ratio,
+            &log_ratio,
             &terms.kl,
             &terms.std,
             &batch.advantages,

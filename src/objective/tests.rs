@@ -59,7 +59,7 @@ fn log_ratio_is_projected_noise_minus_kl_and_matches_the_gaussian_log_probs() {
             .unwrap(),
     )
     .unwrap();
-    let log_ratio = host_values(terms.log_ratio).unwrap();
+    let log_ratio = host_values(terms.log_ratio()).unwrap();
     for row in 0..64 {
         assert!((log_ratio[row] - identity[row]).abs() < 1e-5, "row {row}");
         assert!(
@@ -77,7 +77,7 @@ fn log_ratio_std_is_sqrt_two_kl_over_n_and_its_mean_is_minus_kl() {
     let (rows, dims) = (4000, 64);
     let (batch, _) = rows_with_shared_drift(rows, dims, 0.5, 0.02);
     let terms = RowTerms::new(&batch);
-    let log_ratio: Vec<f64> = host_values(terms.log_ratio)
+    let log_ratio: Vec<f64> = host_values(terms.log_ratio())
         .unwrap()
         .into_iter()
         .map(f64::from)
@@ -104,7 +104,7 @@ fn grpo_guard_regulated_log_ratio_is_the_mean_noise_drift_product() {
     // ALGORITHMS.md §4: log r̂ = (log π_new − log π_old + KL)·s = mean_N(ε·d).
     let (batch, noise) = rows_with_shared_drift(32, 16, 0.4, 0.1);
     let terms = RowTerms::new(&batch);
-    let regulated = host_values(terms.projected_noise * terms.std).unwrap();
+    let regulated = host_values(terms.projected_noise() * terms.std.clone()).unwrap();
     let diff = batch.new_mean.clone() - batch.old_mean.clone();
     let want = host_values((noise * diff).mean_dim(1).squeeze_dim::<1>(1)).unwrap();
     let log_ratio_plus_kl = host_values(
