@@ -74,8 +74,11 @@
 pub mod advantage;
 pub mod error;
 pub mod kernel;
+pub mod models;
 pub mod objective;
+pub mod policy;
 mod rng;
+pub mod rollout;
 pub mod schedule;
 mod tensor_util;
 
