@@ -40,6 +40,15 @@ pub enum Error {
         value: f64,
     },
 
+    /// A file could not be read or written.
+    #[error("I/O error on {path}: {message}")]
+    Io {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        message: String,
+    },
+
     /// A tensor could not be read back from its device.
     #[error("could not read a tensor back from the device: {0}")]
     TensorRead(String),

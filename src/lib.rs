@@ -72,15 +72,20 @@
 #![warn(missing_docs)]
 
 pub mod advantage;
+pub mod buffer;
+pub mod drift;
 pub mod error;
 pub mod kernel;
+pub mod metrics;
 pub mod models;
 pub mod objective;
 pub mod policy;
+pub mod reward;
 mod rng;
 pub mod rollout;
 pub mod schedule;
 mod tensor_util;
+pub mod trainer;
 
 pub use error::{Error, Result};
 pub use rng::Rng;

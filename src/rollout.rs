@@ -68,6 +68,30 @@ impl TrajectoryRows {
             .collect()
     }
 
+    /// These rows followed by `other`'s.
+    pub fn concat(self, other: Self) -> Self {
+        let join = |mut a: Vec<f64>, b: Vec<f64>| {
+            a.extend(b);
+            a
+        };
+        let join_u = |mut a: Vec<usize>, b: Vec<usize>| {
+            a.extend(b);
+            a
+        };
+        Self {
+            latents: Tensor::cat(vec![self.latents, other.latents], 0),
+            next: Tensor::cat(vec![self.next, other.next], 0),
+            old_mean: Tensor::cat(vec![self.old_mean, other.old_mean], 0),
+            sigma: join(self.sigma, other.sigma),
+            sigma_next: join(self.sigma_next, other.sigma_next),
+            std: join(self.std, other.std),
+            velocity_scale: join(self.velocity_scale, other.velocity_scale),
+            step: join_u(self.step, other.step),
+            sample: join_u(self.sample, other.sample),
+            group: join_u(self.group, other.group),
+        }
+    }
+
     /// The rows at `indices`, in that order.
     pub fn select(&self, indices: &[usize]) -> Self {
         let device = self.latents.device();

@@ -71,6 +71,51 @@ pub struct ObjectiveMetrics {
     pub reference_kl: Option<f64>,
 }
 
+impl ObjectiveMetrics {
+    /// The field-wise mean of several evaluations (e.g. the updates of one training step);
+    /// optional parts are averaged over the evaluations that have them. `None` if empty.
+    pub fn average(all: &[ObjectiveMetrics]) -> Option<ObjectiveMetrics> {
+        let count = all.len() as f64;
+        let mean = |f: &dyn Fn(&ObjectiveMetrics) -> f64| all.iter().map(f).sum::<f64>() / count;
+        let mean_some = |values: Vec<f64>| {
+            (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
+        };
+        let clips: Vec<ClipMetrics> = all.iter().filter_map(|m| m.clip).collect();
+        let masks: Vec<MaskMetrics> = all.iter().filter_map(|m| m.mask).collect();
+        let clip_mean =
+            |f: &dyn Fn(&ClipMetrics) -> f64| clips.iter().map(f).sum::<f64>() / clips.len() as f64;
+        let mask_mean =
+            |f: &dyn Fn(&MaskMetrics) -> f64| masks.iter().map(f).sum::<f64>() / masks.len() as f64;
+        (!all.is_empty()).then(|| ObjectiveMetrics {
+            rows: all.iter().map(|m| m.rows).sum::<usize>() / all.len(),
+            loss: mean(&|m| m.loss),
+            ratio: RatioStats {
+                mean: mean(&|m| m.ratio.mean),
+                std: mean(&|m| m.ratio.std),
+                min: mean(&|m| m.ratio.min),
+                max: mean(&|m| m.ratio.max),
+            },
+            approx_kl: mean(&|m| m.approx_kl),
+            kl_mean: mean(&|m| m.kl_mean),
+            kl_max: mean(&|m| m.kl_max),
+            clip: (!clips.is_empty()).then(|| ClipMetrics {
+                fraction: clip_mean(&|c| c.fraction),
+                high_fraction: clip_mean(&|c| c.high_fraction),
+                low_fraction: clip_mean(&|c| c.low_fraction),
+            }),
+            mask: (!masks.is_empty()).then(|| MaskMetrics {
+                divergence_mean: mask_mean(&|m| m.divergence_mean),
+                divergence_max: mask_mean(&|m| m.divergence_max),
+                over_threshold_fraction: mask_mean(&|m| m.over_threshold_fraction),
+                dropped_fraction: mask_mean(&|m| m.dropped_fraction),
+                dropped_positive_fraction: mask_mean(&|m| m.dropped_positive_fraction),
+                dropped_negative_fraction: mask_mean(&|m| m.dropped_negative_fraction),
+            }),
+            reference_kl: mean_some(all.iter().filter_map(|m| m.reference_kl).collect()),
+        })
+    }
+}
+
 /// The output of [`TrustRegionObjective::loss`](super::TrustRegionObjective::loss).
 #[derive(Debug, Clone)]
 pub struct ObjectiveOutput {

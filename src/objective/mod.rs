@@ -74,6 +74,16 @@ impl<T: TrustRegionObjective + ?Sized> TrustRegionObjective for Box<T> {
     }
 }
 
+impl<T: TrustRegionObjective + ?Sized> TrustRegionObjective for &T {
+    fn name(&self) -> &'static str {
+        (**self).name()
+    }
+
+    fn loss(&self, batch: &RowBatch) -> Result<ObjectiveOutput> {
+        (**self).loss(batch)
+    }
+}
+
 /// A serialisable choice of objective, for configs and command lines.
 #[derive(Config, Debug, PartialEq)]
 pub enum ObjectiveConfig {

@@ -2,6 +2,8 @@
 //! straight from the formulas, independent of the crate's algebra, and batch builders.
 #![allow(dead_code)]
 
+pub mod toy;
+
 use burn::prelude::*;
 use flow_rl::Rng;
 use flow_rl::objective::RowBatch;
@@ -246,4 +248,23 @@ pub fn assert_close(got: &[f64], want: &[f64], abs: f64, rel: f64, what: &str) {
             "{what}[{i}]: got {g}, want {w}"
         );
     }
+}
+
+/// Every float parameter of a module, flattened, in visiting order.
+pub fn module_values<M: burn::module::Module>(module: &M) -> Vec<f32> {
+    struct Collect(Vec<f32>);
+    impl burn::module::ModuleVisitor for Collect {
+        fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
+            let values = param
+                .val()
+                .into_data()
+                .convert::<f32>()
+                .try_to_vec::<f32>()
+                .unwrap();
+            self.0.extend(values);
+        }
+    }
+    let mut collect = Collect(Vec::new());
+    module.visit(&mut collect);
+    collect.0
 }
