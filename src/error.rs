@@ -49,6 +49,15 @@ pub enum Error {
         message: String,
     },
 
+    /// A checkpoint could not be written or restored.
+    #[error("checkpoint {path}: {message}")]
+    Checkpoint {
+        /// The checkpoint file.
+        path: String,
+        /// What is wrong with it.
+        message: String,
+    },
+
     /// A tensor could not be read back from its device.
     #[error("could not read a tensor back from the device: {0}")]
     TensorRead(String),

@@ -248,3 +248,94 @@ fn reference_kl_is_reported_with_a_reference() {
     let metrics = trainer.step(&Unconditional(4), &upper_modes()).unwrap();
     assert!(metrics.objective.reference_kl.unwrap() > 0.0);
 }
+
+fn temp_path(name: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("flow-rl-{}-{name}", std::process::id()))
+}
+
+#[test]
+fn resuming_from_a_checkpoint_gives_the_same_run() {
+    let device = Device::default().autodiff();
+    let base = pretrained_mlp(50, &device);
+    let config = || config("flow-dppo").with_seed(11);
+    let mut straight = Trainer::new(config(), base.clone(), &device).unwrap();
+    for _ in 0..4 {
+        straight.step(&Unconditional(4), &upper_modes()).unwrap();
+    }
+
+    let path = temp_path("resume.ckpt");
+    let mut first = Trainer::new(config(), base.clone(), &device).unwrap();
+    for _ in 0..2 {
+        first.step(&Unconditional(4), &upper_modes()).unwrap();
+    }
+    first.save_checkpoint(&path).unwrap();
+    drop(first);
+    // A fresh trainer (different starting parameters, even) restored from the file.
+    let fresh = pretrained_mlp(5, &device);
+    let mut resumed = Trainer::new(config(), fresh, &device)
+        .unwrap()
+        .load_checkpoint(&path)
+        .unwrap();
+    assert_eq!(resumed.steps_done(), 2);
+    for _ in 0..2 {
+        resumed.step(&Unconditional(4), &upper_modes()).unwrap();
+    }
+    let (a, b) = (
+        common::module_values(straight.policy()),
+        common::module_values(resumed.policy()),
+    );
+    assert_eq!(a.len(), b.len());
+    let worst = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0f32, f32::max);
+    assert!(worst <= 1e-6, "parameters differ by up to {worst}");
+    assert_ne!(
+        a,
+        common::module_values(&base),
+        "training changed the parameters"
+    );
+    std::fs::remove_file(&path).unwrap();
+}
+
+#[test]
+fn bad_checkpoints_are_errors_and_leave_the_good_one_intact() {
+    let device = Device::default().autodiff();
+    let base = pretrained_mlp(5, &device);
+    let path = temp_path("good.ckpt");
+    let mut trainer = Trainer::new(config("flow-dppo"), base.clone(), &device).unwrap();
+    trainer.step(&Unconditional(4), &upper_modes()).unwrap();
+    trainer.save_checkpoint(&path).unwrap();
+    let good = std::fs::read(&path).unwrap();
+
+    let fresh = || Trainer::new(config("flow-dppo"), base.clone(), &device).unwrap();
+    let err = fresh()
+        .load_checkpoint(temp_path("missing.ckpt"))
+        .err()
+        .unwrap();
+    assert!(matches!(err, flow_rl::Error::Io { .. }), "{err}");
+
+    let truncated = temp_path("truncated.ckpt");
+    std::fs::write(&truncated, &good[..good.len() / 2]).unwrap();
+    let err = fresh().load_checkpoint(&truncated).err().unwrap();
+    assert!(err.to_string().contains("truncated"), "{err}");
+    std::fs::remove_file(&truncated).unwrap();
+
+    let other = Trainer::new(config("ratio-clip"), base.clone(), &device).unwrap();
+    let err = other.load_checkpoint(&path).err().unwrap();
+    assert!(err.to_string().contains("another configuration"), "{err}");
+
+    // A failed save (into a missing directory) leaves no trace and no damage.
+    let err = trainer
+        .save_checkpoint(temp_path("no-such-dir").join("x.ckpt"))
+        .unwrap_err();
+    assert!(matches!(err, flow_rl::Error::Io { .. }), "{err}");
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        good,
+        "the good checkpoint is untouched"
+    );
+    assert!(fresh().load_checkpoint(&path).is_ok());
+    std::fs::remove_file(&path).unwrap();
+}

@@ -1,5 +1,6 @@
 //! The training loop: rollout → reward → advantages → epochs × mini-batches → optimiser step.
 
+mod checkpoint;
 mod grad_norm;
 
 use std::time::Instant;
