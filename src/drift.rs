@@ -2,7 +2,6 @@
 //! along the sampling trajectory.
 
 use burn::prelude::*;
-use burn::tensor::Distribution;
 
 use crate::error::{Error, Result};
 use crate::kernel::{StepKernel, gaussian_kl};
@@ -37,12 +36,7 @@ pub fn trajectory_kl<P: FlowPolicy>(
     }
     let (policy, reference) = (policy.valid(), reference.valid());
     let device = first_device(&policy)?.without_autodiff();
-    rng.seed_device(&device);
-    let mut x = Tensor::<2>::random(
-        [samples, latent_dims],
-        Distribution::Normal(0.0, 1.0),
-        &device,
-    );
+    let mut x = rng.normal_tensor([samples, latent_dims], &device);
     let mut total = Tensor::<1>::zeros([samples], &device);
     for step in 0..schedule.steps() {
         let (sigma, sigma_next) = schedule.step(step)?;
@@ -57,12 +51,7 @@ pub fn trajectory_kl<P: FlowPolicy>(
         }
         let theirs = kernel.transition(x, reference_velocity, &sigmas.0, &sigmas.1)?;
         total = total + gaussian_kl(ours.mean.clone(), theirs.mean, ours.std.clone())?;
-        rng.seed_device(&device);
-        let noise = Tensor::<2>::random(
-            [samples, latent_dims],
-            Distribution::Normal(0.0, 1.0),
-            &device,
-        );
+        let noise = rng.normal_tensor([samples, latent_dims], &device);
         x = ours.sample(noise)?;
     }
     Ok(host_values(total.mean())?[0] as f64)

@@ -14,7 +14,13 @@
 //!   object-safe [`TrustRegionObjective`](objective::TrustRegionObjective) trait, plus a
 //!   reference-KL penalty that composes with any of them;
 //! - [`advantage`]: group-relative advantages, multi-reward combination (weighted or GDPO)
-//!   and a per-prompt statistics tracker.
+//!   and a per-prompt statistics tracker;
+//! - [`policy`]: the [`FlowPolicy`](policy::FlowPolicy) trait you implement for your model,
+//!   and classifier-free guidance as a wrapper;
+//! - [`rollout`], [`buffer`], [`reward`] and [`trainer`]: the online RL loop, with atomic
+//!   checkpoints and JSON-lines [`metrics`];
+//! - [`models`]: a small MLP policy and flow-matching pre-training; [`drift`]: the exact
+//!   trajectory KL between two policies.
 //!
 //! All reductions over latent dimensions are **means**, never sums: the reference thresholds
 //! (τ = 1e-5, ε = 1e-4) are calibrated in those units.

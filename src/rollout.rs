@@ -2,7 +2,6 @@
 
 use burn::config::Config;
 use burn::prelude::*;
-use burn::tensor::Distribution;
 
 use crate::error::{Error, Result};
 use crate::kernel::{Ode, StepKernel};
@@ -162,20 +161,11 @@ pub fn rollout<P: FlowPolicy>(
     let sample_group: Vec<usize> = (0..samples).map(|i| i / config.group_size).collect();
     let conditions = group_conditions.pick(&sample_group);
     let device = first_device(&policy)?.without_autodiff();
-    rng.seed_device(&device);
     let mut x = if config.shared_initial_noise {
-        let per_group = Tensor::<2>::random(
-            [groups, latent_dims],
-            Distribution::Normal(0.0, 1.0),
-            &device,
-        );
+        let per_group = rng.normal_tensor([groups, latent_dims], &device);
         per_group.select(0, int_index(&sample_group, &device))
     } else {
-        Tensor::<2>::random(
-            [samples, latent_dims],
-            Distribution::Normal(0.0, 1.0),
-            &device,
-        )
+        rng.normal_tensor([samples, latent_dims], &device)
     };
 
     let mut rows = TrajectoryRows {
@@ -220,12 +210,7 @@ pub fn rollout<P: FlowPolicy>(
                 "a step where the kernel is stochastic; the last step is deterministic for CPS",
             ));
         }
-        rng.seed_device(&device);
-        let noise = Tensor::<2>::random(
-            [samples, latent_dims],
-            Distribution::Normal(0.0, 1.0),
-            &device,
-        );
+        let noise = rng.normal_tensor([samples, latent_dims], &device);
         let next = transition.sample(noise)?;
         latents.push(x);
         nexts.push(next.clone());

@@ -3,7 +3,6 @@
 use burn::config::Config;
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::prelude::*;
-use burn::tensor::Distribution;
 
 use crate::error::{Error, Result};
 use crate::policy::FlowPolicy;
@@ -58,9 +57,8 @@ pub fn pretrain_flow_matching<P: FlowPolicy>(
         let (data_batch, condition) = data(config.batch_size, &mut rng);
         let device = data_batch.device();
         let [rows, dims] = data_batch.dims();
-        rng.seed_device(&device);
-        let noise = Tensor::<2>::random([rows, dims], Distribution::Normal(0.0, 1.0), &device);
-        let sigma = Tensor::<1>::random([rows], Distribution::Uniform(0.0, 1.0), &device);
+        let noise = rng.normal_tensor([rows, dims], &device);
+        let sigma = rng.uniform_tensor(rows, &device);
         let weight = sigma.clone().unsqueeze_dim::<2>(1);
         let noisy = data_batch.clone() * (weight.clone().neg() + 1.0) + noise.clone() * weight;
         let target = noise - data_batch;

@@ -1,7 +1,7 @@
 //! Identities of ALGORITHMS.md §3 and §4 checked on the crate's internal per-row terms.
 
+use crate::rng::Rng;
 use burn::prelude::*;
-use burn::tensor::Distribution;
 
 use super::batch::RowBatch;
 use super::terms::RowTerms;
@@ -11,11 +11,10 @@ use crate::tensor_util::host_values;
 /// Rows with `x' = μ_old + s·ε` and `μ_new = μ_old + d`, where every row shares one `d`.
 fn rows_with_shared_drift(rows: usize, dims: usize, std: f32, drift: f32) -> (RowBatch, Tensor<2>) {
     let device = Device::default();
-    device.seed(1234);
-    let old_mean = Tensor::<2>::random([rows, dims], Distribution::Normal(0.0, 1.0), &device);
-    let noise = Tensor::<2>::random([rows, dims], Distribution::Normal(0.0, 1.0), &device);
-    let drift_row =
-        Tensor::<2>::random([1, dims], Distribution::Normal(0.0, drift as f64), &device);
+    let mut rng = Rng::seed_from(1234);
+    let old_mean = rng.normal_tensor([rows, dims], &device);
+    let noise = rng.normal_tensor([rows, dims], &device);
+    let drift_row = rng.normal_tensor([1, dims], &device).mul_scalar(drift);
     let new_mean = old_mean.clone() + drift_row.expand([rows, dims]);
     let sample = old_mean.clone() + noise.clone().mul_scalar(std);
     let std = Tensor::<1>::full([rows], std, &device);
