@@ -69,14 +69,10 @@ impl TrajectoryRows {
 
     /// These rows followed by `other`'s.
     pub fn concat(self, other: Self) -> Self {
-        let join = |mut a: Vec<f64>, b: Vec<f64>| {
-            a.extend(b);
-            a
-        };
-        let join_u = |mut a: Vec<usize>, b: Vec<usize>| {
-            a.extend(b);
-            a
-        };
+        fn join<T>(mut first: Vec<T>, second: Vec<T>) -> Vec<T> {
+            first.extend(second);
+            first
+        }
         Self {
             latents: Tensor::cat(vec![self.latents, other.latents], 0),
             next: Tensor::cat(vec![self.next, other.next], 0),
@@ -85,9 +81,9 @@ impl TrajectoryRows {
             sigma_next: join(self.sigma_next, other.sigma_next),
             std: join(self.std, other.std),
             velocity_scale: join(self.velocity_scale, other.velocity_scale),
-            step: join_u(self.step, other.step),
-            sample: join_u(self.sample, other.sample),
-            group: join_u(self.group, other.group),
+            step: join(self.step, other.step),
+            sample: join(self.sample, other.sample),
+            group: join(self.group, other.group),
         }
     }
 
@@ -109,6 +105,13 @@ impl TrajectoryRows {
             sample: pick_u(&self.sample),
             group: pick_u(&self.group),
         }
+    }
+}
+
+impl<C: ConditionBatch> Rollout<C> {
+    /// The number of samples B (each SDE step contributes B rows).
+    pub fn rows_per_step(&self) -> usize {
+        self.conditions.len()
     }
 }
 

@@ -339,3 +339,78 @@ fn bad_checkpoints_are_errors_and_leave_the_good_one_intact() {
     assert!(fresh().load_checkpoint(&path).is_ok());
     std::fs::remove_file(&path).unwrap();
 }
+
+#[test]
+fn the_prompt_tracker_is_used_and_restored_from_checkpoints() {
+    let device = Device::default().autodiff();
+    let base = pretrained_mlp(50, &device);
+    let tracked = || {
+        config("flow-dppo").with_seed(5).with_prompt_tracker(Some(
+            flow_rl::advantage::PromptStatTrackerConfig::new().with_history(3),
+        ))
+    };
+    let prompts = ["a", "b", "a", "c"];
+    let mut straight = Trainer::new(tracked(), base.clone(), &device).unwrap();
+    assert!(
+        straight.step(&Unconditional(4), &upper_modes()).is_err(),
+        "prompts are required"
+    );
+    assert!(
+        straight
+            .step_with_prompts(&Unconditional(4), &prompts[..3], &upper_modes())
+            .is_err()
+    );
+    for _ in 0..4 {
+        straight
+            .step_with_prompts(&Unconditional(4), &prompts, &upper_modes())
+            .unwrap();
+    }
+
+    let path = temp_path("tracker.ckpt");
+    let mut first = Trainer::new(tracked(), base.clone(), &device).unwrap();
+    for _ in 0..2 {
+        first
+            .step_with_prompts(&Unconditional(4), &prompts, &upper_modes())
+            .unwrap();
+    }
+    first.save_checkpoint(&path).unwrap();
+    let mut resumed = Trainer::new(tracked(), base.clone(), &device)
+        .unwrap()
+        .load_checkpoint(&path)
+        .unwrap();
+    for _ in 0..2 {
+        resumed
+            .step_with_prompts(&Unconditional(4), &prompts, &upper_modes())
+            .unwrap();
+    }
+    let (a, b) = (
+        common::module_values(straight.policy()),
+        common::module_values(resumed.policy()),
+    );
+    let worst = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0f32, f32::max);
+    assert!(worst <= 1e-6, "parameters differ by up to {worst}");
+
+    // The tracker's history changes the advantages: without it the run differs.
+    let mut forgetful = Trainer::new(tracked(), base.clone(), &device)
+        .unwrap()
+        .load_checkpoint(&path)
+        .unwrap();
+    let mut untracked = Trainer::new(config("flow-dppo").with_seed(5), base, &device).unwrap();
+    assert!(
+        untracked
+            .step_with_prompts(&Unconditional(4), &prompts, &upper_modes())
+            .is_err()
+    );
+    forgetful
+        .step_with_prompts(&Unconditional(4), &["w", "x", "y", "z"], &upper_modes())
+        .unwrap();
+    forgetful
+        .step_with_prompts(&Unconditional(4), &["w", "x", "y", "z"], &upper_modes())
+        .unwrap();
+    assert_ne!(common::module_values(forgetful.policy()), b);
+    std::fs::remove_file(&path).unwrap();
+}

@@ -1,4 +1,5 @@
-//! Checkpoints of a [`Trainer`]: policy, optimiser state, RNG state and step counter in one
+//! Checkpoints of a [`Trainer`]: policy, optimiser state, RNG state, step counter and the
+//! per-prompt tracker in one
 //! file, written atomically.
 //!
 //! Layout: the magic `FLOWRLCK`, a format version (u32 LE), then three length-prefixed
@@ -14,6 +15,7 @@ use burn::tensor::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::{Trainer, TrainerConfig};
+use crate::advantage::PromptStatTracker;
 use crate::error::{Error, Result};
 use crate::policy::FlowPolicy;
 use crate::rng::Rng;
@@ -27,6 +29,7 @@ struct Header {
     config: String,
     step: usize,
     rng: Rng,
+    tracker: Option<PromptStatTracker>,
 }
 
 impl<P: FlowPolicy> Trainer<P> {
@@ -38,6 +41,7 @@ impl<P: FlowPolicy> Trainer<P> {
             config: comparable_config(&self.config),
             step: self.step,
             rng: self.rng.clone(),
+            tracker: self.tracker.clone(),
         })
         .map_err(|err| checkpoint_error(path, err))?;
         let policy = self
@@ -99,6 +103,7 @@ impl<P: FlowPolicy> Trainer<P> {
             .map_err(|err| checkpoint_error(path, format!("optimizer record: {err:?}")))?;
         self.step = header.step;
         self.rng = header.rng;
+        self.tracker = header.tracker;
         Ok(self)
     }
 }

@@ -2,7 +2,7 @@
 
 use burn::config::Config;
 
-use crate::advantage::AdvantageConfig;
+use crate::advantage::{AdvantageConfig, PromptStatTrackerConfig};
 use crate::error::{Error, Result};
 use crate::kernel::{FlowSdeConfig, KernelConfig};
 use crate::objective::{FlowDppoConfig, ObjectiveConfig};
@@ -41,6 +41,9 @@ pub struct TrainerConfig {
     /// Group-relative advantages.
     #[config(default = "AdvantageConfig::new()")]
     pub advantage: AdvantageConfig,
+    /// Centre advantages on per-prompt means across rollouts instead of group means; needs
+    /// [`Trainer::step_with_prompts`](super::Trainer::step_with_prompts).
+    pub prompt_tracker: Option<PromptStatTrackerConfig>,
     /// Start every member of a group from the same noise.
     #[config(default = false)]
     pub shared_initial_noise: bool,

@@ -11,6 +11,7 @@ use std::time::Instant;
 use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
 
+use crate::advantage::{PromptStatTracker, PromptStatTrackerConfig};
 use crate::buffer::{InMemoryBuffer, TrajectoryBuffer};
 use crate::error::{Error, Result};
 use crate::kernel::StepKernel;
@@ -36,6 +37,7 @@ pub struct Trainer<P: FlowPolicy> {
     buffer: InMemoryBuffer,
     rng: Rng,
     step: usize,
+    tracker: Option<PromptStatTracker>,
     device: Device,
     metrics_log: Option<JsonLinesWriter>,
 }
@@ -56,6 +58,11 @@ impl<P: FlowPolicy> Trainer<P> {
             .as_ref()
             .map(JsonLinesWriter::append)
             .transpose()?;
+        let tracker = config
+            .prompt_tracker
+            .as_ref()
+            .map(PromptStatTrackerConfig::init)
+            .transpose()?;
         let optimizer = AdamWConfig::new()
             .with_beta_1(config.adam_beta1)
             .with_beta_2(config.adam_beta2)
@@ -73,6 +80,7 @@ impl<P: FlowPolicy> Trainer<P> {
             optimizer,
             buffer: InMemoryBuffer::new(),
             step: 0,
+            tracker,
             device: device.clone(),
             metrics_log,
         })
@@ -112,9 +120,41 @@ impl<P: FlowPolicy> Trainer<P> {
 
     /// One rollout of `groups_per_rollout` groups (one condition each), its rewards and
     /// advantages, and `inner_epochs × minibatches_per_rollout` optimiser updates.
+    ///
+    /// With a `prompt_tracker` configured, use [`Trainer::step_with_prompts`] instead.
     pub fn step(
         &mut self,
         conditions: &P::Condition,
+        rewards: &RewardSet<P::Condition>,
+    ) -> Result<StepMetrics> {
+        self.step_inner(conditions, None, rewards)
+    }
+
+    /// [`Trainer::step`] with one prompt key per group, for the per-prompt statistics
+    /// tracker (`TrainerConfig::prompt_tracker`): advantages are then centred on each
+    /// prompt's mean over its recent rollouts, and several rewards are combined by their
+    /// weighted sum.
+    pub fn step_with_prompts<S: AsRef<str>>(
+        &mut self,
+        conditions: &P::Condition,
+        prompts: &[S],
+        rewards: &RewardSet<P::Condition>,
+    ) -> Result<StepMetrics> {
+        if prompts.len() != conditions.len() {
+            return Err(Error::shape(
+                "prompts",
+                format!("{} prompt keys, one per condition", conditions.len()),
+                [prompts.len()],
+            ));
+        }
+        let keys: Vec<&str> = prompts.iter().map(AsRef::as_ref).collect();
+        self.step_inner(conditions, Some(&keys), rewards)
+    }
+
+    fn step_inner(
+        &mut self,
+        conditions: &P::Condition,
+        prompts: Option<&[&str]>,
         rewards: &RewardSet<P::Condition>,
     ) -> Result<StepMetrics> {
         if conditions.len() != self.config.groups_per_rollout {
@@ -133,6 +173,23 @@ impl<P: FlowPolicy> Trainer<P> {
                 self.config.reference_beta,
                 "0, or a reference policy set with Trainer::with_reference",
             ));
+        }
+        match (&self.tracker, prompts) {
+            (Some(_), None) => {
+                return Err(Error::invalid(
+                    "prompts",
+                    "None",
+                    "one prompt key per group (Trainer::step_with_prompts) with a prompt_tracker",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(Error::invalid(
+                    "prompt_tracker",
+                    "None",
+                    "a PromptStatTrackerConfig in TrainerConfig to use prompt keys",
+                ));
+            }
+            _ => {}
         }
         let started = Instant::now();
         let sde_steps = self
@@ -156,12 +213,33 @@ impl<P: FlowPolicy> Trainer<P> {
 
         let started = Instant::now();
         let scores = rewards.score(&rollout.samples, &rollout.conditions)?;
-        let advantages = self.config.advantage.compute_multi(
-            &scores.values,
-            &rewards.weights(),
-            rewards.combination(),
-            self.config.group_size,
-        )?;
+        let advantages = match (&mut self.tracker, prompts) {
+            (None, None) => self.config.advantage.compute_multi(
+                &scores.values,
+                &rewards.weights(),
+                rewards.combination(),
+                self.config.group_size,
+            )?,
+            (Some(tracker), Some(prompts)) => {
+                let weights = rewards.weights();
+                let combined: Vec<f32> = (0..rollout.rows_per_step())
+                    .map(|i| {
+                        let total: f64 = scores
+                            .values
+                            .iter()
+                            .zip(&weights)
+                            .map(|(values, w)| w * values[i] as f64)
+                            .sum();
+                        total as f32
+                    })
+                    .collect();
+                let sample_prompts: Vec<&str> = (0..combined.len())
+                    .map(|i| prompts[i / self.config.group_size])
+                    .collect();
+                tracker.update(&sample_prompts, &combined)?
+            }
+            _ => unreachable!("checked before the rollout"),
+        };
         let reward_seconds = started.elapsed().as_secs_f64();
 
         let started = Instant::now();
