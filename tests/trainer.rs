@@ -249,6 +249,18 @@ fn reference_kl_is_reported_with_a_reference() {
     assert!(metrics.objective.reference_kl.unwrap() > 0.0);
 }
 
+/// Asserts that two runs ended with the same parameters (up to float reassociation).
+fn assert_same_parameters(a: &MlpPolicy, b: &MlpPolicy) {
+    let (a, b) = (common::module_values(a), common::module_values(b));
+    assert_eq!(a.len(), b.len());
+    let worst = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0f32, f32::max);
+    assert!(worst <= 1e-6, "parameters differ by up to {worst}");
+}
+
 fn temp_path(name: &str) -> std::path::PathBuf {
     std::env::temp_dir().join(format!("flow-rl-{}-{name}", std::process::id()))
 }
@@ -280,19 +292,10 @@ fn resuming_from_a_checkpoint_gives_the_same_run() {
     for _ in 0..2 {
         resumed.step(&Unconditional(4), &upper_modes()).unwrap();
     }
-    let (a, b) = (
-        common::module_values(straight.policy()),
-        common::module_values(resumed.policy()),
-    );
-    assert_eq!(a.len(), b.len());
-    let worst = a
-        .iter()
-        .zip(&b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0f32, f32::max);
-    assert!(worst <= 1e-6, "parameters differ by up to {worst}");
+    assert_same_parameters(straight.policy(), resumed.policy());
+    let trained = common::module_values(straight.policy());
     assert_ne!(
-        a,
+        trained,
         common::module_values(&base),
         "training changed the parameters"
     );
@@ -383,16 +386,8 @@ fn the_prompt_tracker_is_used_and_restored_from_checkpoints() {
             .step_with_prompts(&Unconditional(4), &prompts, &upper_modes())
             .unwrap();
     }
-    let (a, b) = (
-        common::module_values(straight.policy()),
-        common::module_values(resumed.policy()),
-    );
-    let worst = a
-        .iter()
-        .zip(&b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0f32, f32::max);
-    assert!(worst <= 1e-6, "parameters differ by up to {worst}");
+    assert_same_parameters(straight.policy(), resumed.policy());
+    let b = common::module_values(resumed.policy());
 
     // The tracker's history changes the advantages: without it the run differs.
     let mut forgetful = Trainer::new(tracked(), base.clone(), &device)

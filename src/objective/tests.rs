@@ -26,6 +26,14 @@ fn rows_with_shared_drift(rows: usize, dims: usize, std: f32, drift: f32) -> (Ro
     )
 }
 
+/// `log π_new(x') − log π_old(x')` from the public Gaussian log-prob, `[R]`.
+fn log_prob_difference(batch: &RowBatch) -> Tensor<1> {
+    let log_prob = |mean: &Tensor<2>| {
+        gaussian_log_prob(batch.sample.clone(), mean.clone(), batch.std.clone()).unwrap()
+    };
+    log_prob(&batch.new_mean) - log_prob(&batch.old_mean)
+}
+
 #[test]
 fn log_ratio_is_projected_noise_minus_kl_and_matches_the_gaussian_log_probs() {
     let (batch, noise) = rows_with_shared_drift(64, 32, 0.7, 0.05);
@@ -43,21 +51,7 @@ fn log_ratio_is_projected_noise_minus_kl_and_matches_the_gaussian_log_probs() {
     )
     .unwrap();
     let identity = host_values(projected - kl).unwrap();
-    let from_log_probs = host_values(
-        gaussian_log_prob(
-            batch.sample.clone(),
-            batch.new_mean.clone(),
-            batch.std.clone(),
-        )
-        .unwrap()
-            - gaussian_log_prob(
-                batch.sample.clone(),
-                batch.old_mean.clone(),
-                batch.std.clone(),
-            )
-            .unwrap(),
-    )
-    .unwrap();
+    let from_log_probs = host_values(log_prob_difference(&batch)).unwrap();
     let log_ratio = host_values(terms.log_ratio()).unwrap();
     for row in 0..64 {
         assert!((log_ratio[row] - identity[row]).abs() < 1e-5, "row {row}");
@@ -107,18 +101,7 @@ fn grpo_guard_regulated_log_ratio_is_the_mean_noise_drift_product() {
     let diff = batch.new_mean.clone() - batch.old_mean.clone();
     let want = host_values((noise * diff).mean_dim(1).squeeze_dim::<1>(1)).unwrap();
     let log_ratio_plus_kl = host_values(
-        (gaussian_log_prob(
-            batch.sample.clone(),
-            batch.new_mean.clone(),
-            batch.std.clone(),
-        )
-        .unwrap()
-            - gaussian_log_prob(
-                batch.sample.clone(),
-                batch.old_mean.clone(),
-                batch.std.clone(),
-            )
-            .unwrap()
+        (log_prob_difference(&batch)
             + gaussian_kl(
                 batch.new_mean.clone(),
                 batch.old_mean.clone(),
