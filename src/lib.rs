@@ -113,7 +113,10 @@ pub mod prelude {
         ObjectiveConfig, ObjectiveMetrics, ObjectiveOutput, RatioClip, RatioClipConfig,
         ReferenceKl, ReferenceKlConfig, RowBatch, TrustRegionObjective,
     };
+    pub use crate::policy::{ConditionBatch, FlowPolicy, Guided, Unconditional};
+    pub use crate::reward::{HostReward, Reward, RewardSet};
     pub use crate::schedule::{SdeStepSelection, SigmaSchedule, SigmaScheduleConfig};
+    pub use crate::trainer::{Trainer, TrainerConfig};
 }
 
 /// The README's Rust examples, compiled as doctests so they cannot rot.
