@@ -114,18 +114,8 @@ fn rollout_records_every_sde_step_of_every_sample() {
         &mut Rng::seed_from(0),
     )
     .unwrap();
-    let a = out
-        .samples
-        .into_data()
-        .convert::<f32>()
-        .try_to_vec::<f32>()
-        .unwrap();
-    let b = again
-        .samples
-        .into_data()
-        .convert::<f32>()
-        .try_to_vec::<f32>()
-        .unwrap();
+    let a = common::values(out.samples);
+    let b = common::values(again.samples);
     assert_eq!(a, b);
 }
 
@@ -152,12 +142,7 @@ fn shared_initial_noise_is_shared_within_groups_only() {
         &mut Rng::seed_from(0),
     )
     .unwrap();
-    let v = out
-        .samples
-        .into_data()
-        .convert::<f32>()
-        .try_to_vec::<f32>()
-        .unwrap();
+    let v = common::values(out.samples);
     assert_eq!(&v[0..2], &v[2..4]);
     assert_eq!(&v[0..2], &v[4..6]);
     assert_ne!(&v[0..2], &v[6..8]);
@@ -193,17 +178,7 @@ fn guidance_combines_both_branches() {
         .unwrap()
         .velocity(x, sigma, &condition);
     let want = unconditional.clone() + (conditional - unconditional).mul_scalar(4.5);
-    let (g, w) = (
-        guided
-            .into_data()
-            .convert::<f32>()
-            .try_to_vec::<f32>()
-            .unwrap(),
-        want.into_data()
-            .convert::<f32>()
-            .try_to_vec::<f32>()
-            .unwrap(),
-    );
+    let (g, w) = (common::values(guided), common::values(want));
     for (g, w) in g.iter().zip(&w) {
         assert!((g - w).abs() < 1e-5);
     }
