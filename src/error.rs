@@ -58,9 +58,102 @@ pub enum Error {
         message: String,
     },
 
+    /// A weights file does not fit the model: every offending key is listed, with the
+    /// shape the model expects and the one the file holds. Nothing was loaded.
+    #[error("{}", describe_weight_problems(path, problems))]
+    WeightMismatch {
+        /// The weights file or folder.
+        path: String,
+        /// The missing, unexpected and mis-shaped keys.
+        problems: Vec<WeightProblem>,
+    },
+
     /// A tensor could not be read back from its device.
     #[error("could not read a tensor back from the device: {0}")]
     TensorRead(String),
+}
+
+/// One key that keeps a weights file from loading.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WeightProblem {
+    /// The key as stored in the file.
+    pub key: String,
+    /// The shape the model needs; `None` for a key the model has no use for.
+    pub expected: Option<Vec<usize>>,
+    /// The shape the file holds; `None` for a key the file lacks.
+    pub found: Option<Vec<usize>>,
+}
+
+impl WeightProblem {
+    /// A key the model needs and the file lacks.
+    pub fn missing(key: impl Into<String>, expected: Vec<usize>) -> Self {
+        Self {
+            key: key.into(),
+            expected: Some(expected),
+            found: None,
+        }
+    }
+
+    /// A key the file holds and the model has no use for.
+    pub fn unexpected(key: impl Into<String>, found: Vec<usize>) -> Self {
+        Self {
+            key: key.into(),
+            expected: None,
+            found: Some(found),
+        }
+    }
+
+    /// A key whose stored shape differs from the one the model needs.
+    pub fn mis_shaped(key: impl Into<String>, expected: Vec<usize>, found: Vec<usize>) -> Self {
+        Self {
+            key: key.into(),
+            expected: Some(expected),
+            found: Some(found),
+        }
+    }
+}
+
+impl std::fmt::Display for WeightProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (&self.expected, &self.found) {
+            (Some(expected), None) => write!(f, "missing `{}`: expected {expected:?}", self.key),
+            (None, Some(found)) => write!(f, "unexpected `{}`: found {found:?}", self.key),
+            (Some(expected), Some(found)) => write!(
+                f,
+                "mis-shaped `{}`: expected {expected:?}, found {found:?}",
+                self.key
+            ),
+            (None, None) => write!(f, "`{}`", self.key),
+        }
+    }
+}
+
+/// At most this many problems are spelled out in an error message.
+const LISTED_PROBLEMS: usize = 40;
+
+fn describe_weight_problems(path: &str, problems: &[WeightProblem]) -> String {
+    let count = |missing: bool, unexpected: bool| {
+        problems
+            .iter()
+            .filter(|p| (p.found.is_none() == missing) && (p.expected.is_none() == unexpected))
+            .count()
+    };
+    let mut message = format!(
+        "weights in {path} do not fit the model ({} missing, {} unexpected, {} mis-shaped;          nothing was loaded):",
+        count(true, false),
+        count(false, true),
+        count(false, false),
+    );
+    for problem in problems.iter().take(LISTED_PROBLEMS) {
+        message.push_str(&format!("\n  {problem}"));
+    }
+    if problems.len() > LISTED_PROBLEMS {
+        message.push_str(&format!(
+            "\n  … and {} more",
+            problems.len() - LISTED_PROBLEMS
+        ));
+    }
+    message
 }
 
 /// `Result` with [`Error`] as the error type.

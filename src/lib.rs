@@ -81,6 +81,7 @@ pub mod advantage;
 pub mod buffer;
 pub mod drift;
 pub mod error;
+mod io;
 pub mod kernel;
 pub mod metrics;
 pub mod models;
@@ -93,7 +94,7 @@ pub mod schedule;
 mod tensor_util;
 pub mod trainer;
 
-pub use error::{Error, Result};
+pub use error::{Error, Result, WeightProblem};
 pub use rng::Rng;
 
 /// The types most programs need, for a glob import.

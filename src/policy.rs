@@ -83,6 +83,10 @@ impl<A: ConditionBatch, B: ConditionBatch> ConditionBatch for (A, B) {
 /// Latents are flattened to `[B, N]`: a model with structured latents (`[B, C, H, W]`)
 /// reshapes inside `velocity`. `sigma` is the noise level per sample in `[0, 1]`, 1 being
 /// pure noise; SD3-family networks take `1000·σ` as their timestep.
+///
+/// The crate calls a policy through [`checked_velocity`], which runs
+/// [`validate_input`](FlowPolicy::validate_input) first, so `velocity` may assume inputs
+/// that passed it.
 pub trait FlowPolicy: Module + ModuleDisplay {
     /// A batch of conditions.
     type Condition: ConditionBatch;
@@ -94,6 +98,14 @@ pub trait FlowPolicy: Module + ModuleDisplay {
         sigma: Tensor<1>,
         condition: &Self::Condition,
     ) -> Tensor<2>;
+
+    /// Checks latents of shape `[B, N]` and their conditions before a forward pass, so that
+    /// input the model cannot take fails with an [`Error`] that says what was expected,
+    /// rather than a panic inside the network. Accepts everything by default.
+    fn validate_input(&self, latents: [usize; 2], condition: &Self::Condition) -> Result<()> {
+        let _ = (latents, condition);
+        Ok(())
+    }
 }
 
 /// Checks a policy's output shape against its input, so a wrong model fails with an error
@@ -112,6 +124,7 @@ pub fn checked_velocity<P: FlowPolicy>(
             [condition.len()],
         ));
     }
+    policy.validate_input(shape, condition)?;
     let velocity = policy.velocity(latents, sigma, condition);
     if velocity.dims() != shape {
         return Err(Error::shape(
@@ -186,5 +199,11 @@ impl<P: FlowPolicy> FlowPolicy for Guided<P> {
         let mut halves = velocity.chunk(2, 0).into_iter();
         let (conditional, unconditional) = (halves.next().unwrap(), halves.next().unwrap());
         unconditional.clone() + (conditional - unconditional).mul_scalar(self.scale)
+    }
+
+    fn validate_input(&self, latents: [usize; 2], condition: &Self::Condition) -> Result<()> {
+        self.policy.validate_input(latents, condition)?;
+        self.policy
+            .validate_input([1, latents[1]], &self.unconditional)
     }
 }

@@ -1,6 +1,7 @@
 //! Ready-made policies.
 
 pub mod mlp;
+pub mod mmdit;
 mod pretrain;
 
 pub use pretrain::{FlowMatchingConfig, pretrain_flow_matching};

@@ -7,8 +7,7 @@
 //! and the optimiser's — and an FNV-1a 64 checksum of everything before it.
 
 use std::fs;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use burn::store::ModuleRecord;
 use burn::tensor::Bytes;
@@ -17,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::{Trainer, TrainerConfig};
 use crate::advantage::PromptStatTracker;
 use crate::error::{Error, Result};
+use crate::io::write_atomically;
 use crate::policy::FlowPolicy;
 use crate::rng::Rng;
 
@@ -150,28 +150,6 @@ fn parse(contents: &[u8]) -> std::result::Result<[&[u8]; 3], String> {
 fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &byte| {
         (hash ^ byte as u64).wrapping_mul(0x0000_0100_0000_01b3)
-    })
-}
-
-fn write_atomically(path: &Path, contents: &[u8]) -> Result<()> {
-    let io_error = |target: &Path, err: std::io::Error| Error::Io {
-        path: target.display().to_string(),
-        message: err.to_string(),
-    };
-    let mut temporary = PathBuf::from(path);
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    temporary.set_file_name(format!(".{name}.tmp-{}", std::process::id()));
-    let mut file = fs::File::create(&temporary).map_err(|err| io_error(&temporary, err))?;
-    file.write_all(contents)
-        .and_then(|_| file.sync_all())
-        .map_err(|err| io_error(&temporary, err))?;
-    drop(file);
-    fs::rename(&temporary, path).map_err(|err| {
-        let _ = fs::remove_file(&temporary);
-        io_error(path, err)
     })
 }
 

@@ -1,0 +1,99 @@
+//! Small building blocks shared by the MMDiT's embeddings and blocks.
+
+use burn::module::Module;
+use burn::nn::{Linear, LinearConfig};
+use burn::prelude::*;
+use burn::tensor::DType;
+use burn::tensor::activation::silu;
+
+/// The epsilon of every LayerNorm and RMSNorm in the SD3 family.
+pub(crate) const NORM_EPS: f64 = 1e-6;
+
+/// `x·W + b` computed in the weight's dtype, returned in the input's dtype.
+///
+/// The residual stream keeps one dtype while a projection may carry another (f32 LoRA
+/// factors over a bf16 base compose an f32 weight).
+pub(crate) fn project<const D: usize>(linear: &Linear, input: Tensor<D>) -> Tensor<D> {
+    let dtype = input.dtype();
+    let weight = linear.weight.val();
+    let weight_dtype = weight.dtype();
+    let bias = linear
+        .bias
+        .as_ref()
+        .map(|bias| bias.val().cast(weight_dtype));
+    burn::tensor::module::linear(input.cast(weight_dtype), weight, bias).cast(dtype)
+}
+
+/// LayerNorm over the last axis without affine parameters, computed in f32.
+pub(crate) fn layer_norm(input: Tensor<3>) -> Tensor<3> {
+    let dtype = input.dtype();
+    let input = input.cast(DType::F32);
+    let (variance, mean) = input.clone().var_mean_bias(2);
+    ((input - mean) / (variance + NORM_EPS).sqrt()).cast(dtype)
+}
+
+/// adaLN modulation of tokens `[B, T, D]` by per-sample `shift` and `scale` `[B, D]`.
+pub(crate) fn modulate(tokens: Tensor<3>, shift: Tensor<2>, scale: Tensor<2>) -> Tensor<3> {
+    tokens * (scale.unsqueeze_dim::<3>(1) + 1.0) + shift.unsqueeze_dim::<3>(1)
+}
+
+/// Per-sample vectors `[B, D]` scaling tokens `[B, T, D]`.
+pub(crate) fn gate(tokens: Tensor<3>, gate: &Tensor<2>) -> Tensor<3> {
+    tokens * gate.clone().unsqueeze_dim::<3>(1)
+}
+
+/// Linear → SiLU → Linear: the timestep and pooled-text embedders.
+#[derive(Module, Debug)]
+pub struct EmbedderMlp {
+    /// The first projection.
+    pub linear_1: Linear,
+    /// The second projection.
+    pub linear_2: Linear,
+}
+
+impl EmbedderMlp {
+    pub(crate) fn new(d_input: usize, hidden: usize, device: &Device) -> Self {
+        Self {
+            linear_1: LinearConfig::new(d_input, hidden).init(device),
+            linear_2: LinearConfig::new(hidden, hidden).init(device),
+        }
+    }
+
+    /// `[B, d_input] → [B, hidden]`.
+    pub(crate) fn forward(&self, input: Tensor<2>) -> Tensor<2> {
+        project(&self.linear_2, silu(project(&self.linear_1, input)))
+    }
+}
+
+/// The transformer MLP: Linear → tanh-GELU → Linear.
+#[derive(Module, Debug)]
+pub struct Mlp {
+    /// `hidden → mlp_ratio·hidden`.
+    pub fc1: Linear,
+    /// `mlp_ratio·hidden → hidden`.
+    pub fc2: Linear,
+}
+
+impl Mlp {
+    pub(crate) fn new(hidden: usize, ratio: usize, device: &Device) -> Self {
+        Self {
+            fc1: LinearConfig::new(hidden, ratio * hidden).init(device),
+            fc2: LinearConfig::new(ratio * hidden, hidden).init(device),
+        }
+    }
+
+    /// `[B, T, hidden] → [B, T, hidden]`.
+    pub(crate) fn forward(&self, tokens: Tensor<3>) -> Tensor<3> {
+        let hidden = burn::tensor::activation::gelu_approximate(project(&self.fc1, tokens));
+        project(&self.fc2, hidden)
+    }
+}
+
+/// The adaLN projection `Linear(SiLU(c))` split into `chunks` vectors `[B, hidden]`.
+pub(crate) fn modulation(
+    linear: &Linear,
+    conditioning: &Tensor<2>,
+    chunks: usize,
+) -> Vec<Tensor<2>> {
+    project(linear, silu(conditioning.clone())).chunk(chunks, 1)
+}

@@ -1,0 +1,313 @@
+//! LoRA on the MMDiT through burn's built-in adapters: which layers, saving and loading the
+//! adapters alone (PEFT/diffusers key names), and merging them into the base weights.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use burn::config::Config;
+use burn::module::{Lora, Module, ParamGroup};
+use burn::prelude::*;
+use burn::store::{ModuleSnapshot, PathFilter, bridge};
+use burn::tensor::{DType, FloatDType, TensorData};
+use serde::{Deserialize, Serialize};
+
+use super::Mmdit;
+use super::safetensors_io::{SafetensorsFile, write_file_atomically};
+use super::weights::diffusers_linear_names;
+use crate::error::{Error, Result};
+
+/// A family of the MMDiT's Linear layers that LoRA can adapt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LoraTarget {
+    /// q, k, v and output projections of both streams' joint attention and of MMDiT-X's
+    /// self-attention (PEFT names `to_q, to_k, to_v, to_out.0, add_q_proj, add_k_proj,
+    /// add_v_proj, to_add_out`).
+    Attention,
+    /// Both MLP layers of both streams (`ff.net.0.proj`, `ff.net.2`, and `ff_context.*`).
+    Mlp,
+}
+
+impl LoraTarget {
+    pub(crate) fn matches(self, module: &str) -> bool {
+        match self {
+            LoraTarget::Attention => {
+                module.contains(".attention.") || module.contains(".self_attention.")
+            }
+            LoraTarget::Mlp => module.contains(".mlp."),
+        }
+    }
+}
+
+/// LoRA on an [`Mmdit`]: `W + (alpha/rank)·A·B` on the selected Linear layers, everything
+/// else frozen. Defaults follow the Flow-DPPO recipe (rank 32, alpha 64, attention
+/// projections) with f32 factors, so that small updates are not lost to a bf16 base.
+#[derive(Config, Debug, PartialEq)]
+pub struct MmditLoraConfig {
+    /// The rank r of the factors.
+    #[config(default = 32)]
+    pub rank: usize,
+    /// The scale numerator: the update is `(alpha / rank)·A·B`.
+    #[config(default = 64.0)]
+    pub alpha: f64,
+    /// The layer families to adapt.
+    #[config(default = "vec![LoraTarget::Attention]")]
+    pub targets: Vec<LoraTarget>,
+    /// The factors' dtype; `None` builds them in each base weight's dtype.
+    #[config(default = "Some(FloatDType::F32)")]
+    pub dtype: Option<FloatDType>,
+}
+
+impl MmditLoraConfig {
+    /// Attaches adapters to `model`'s target layers and freezes every base parameter.
+    ///
+    /// Factors start as `A ~ N(0, 1/r)`, `B = 0`, so the adapted model's outputs are the
+    /// base model's until it is trained.
+    pub fn apply(&self, model: Mmdit) -> Result<Mmdit> {
+        let modules: Vec<String> = diffusers_linear_names(model.config())
+            .into_iter()
+            .map(|(module, _)| module)
+            .filter(|module| self.targets.iter().any(|target| target.matches(module)))
+            .collect();
+        self.apply_to(model, &modules)
+    }
+
+    fn apply_to(&self, model: Mmdit, modules: &[String]) -> Result<Mmdit> {
+        if self.rank == 0 {
+            return Err(Error::invalid("rank", self.rank, "at least 1"));
+        }
+        if !(self.alpha.is_finite() && self.alpha > 0.0) {
+            return Err(Error::invalid(
+                "alpha",
+                self.alpha,
+                "a finite positive scale",
+            ));
+        }
+        if modules.is_empty() {
+            return Err(Error::invalid(
+                "targets",
+                format!("{:?}", self.targets),
+                "at least one target layer family",
+            ));
+        }
+        if model.lora.is_some() {
+            return Err(Error::invalid(
+                "model",
+                "a model that already has LoRA adapters",
+                "a base model (merge or drop the existing adapters first)",
+            ));
+        }
+        let weights: Vec<String> = modules.iter().map(|m| format!("{m}.weight")).collect();
+        let mut lora =
+            Lora::new(self.rank, self.alpha).set_param_group(ParamGroup::from_paths(weights));
+        lora.dtype = self.dtype;
+        let mut model = model.apply_lora(lora);
+        model.lora = Some(LoraState {
+            rank: self.rank,
+            alpha: self.alpha,
+            modules: modules.to_vec(),
+        });
+        Ok(model)
+    }
+}
+
+/// The adapters an [`Mmdit`] carries.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct LoraState {
+    rank: usize,
+    alpha: f64,
+    /// Adapted Linear layers, by module path.
+    modules: Vec<String>,
+}
+
+/// The safetensors metadata `format` value of adapter files.
+const LORA_FORMAT: &str = "flow-rl/lora";
+/// Key prefix of diffusers' pipeline-level LoRA files.
+const PIPELINE_PREFIX: &str = "transformer.";
+
+impl Mmdit {
+    /// The adapters' `(rank, alpha)`, if the model has any.
+    pub fn lora(&self) -> Option<(usize, f64)> {
+        self.lora.as_ref().map(|state| (state.rank, state.alpha))
+    }
+
+    /// Writes the adapters alone as safetensors, atomically, with PEFT/diffusers names:
+    /// `transformer.<module>.lora_A.weight` `[r, in]` and `.lora_B.weight` `[out, r]` (so
+    /// the update is `(alpha/r)·B·A` in PyTorch layout), and metadata `format`,
+    /// `lora_rank`, `lora_alpha`.
+    pub fn save_lora(&self, path: impl AsRef<Path>) -> Result<()> {
+        let path = path.as_ref();
+        let state = self.lora.as_ref().ok_or_else(|| {
+            Error::invalid(
+                "model",
+                "a model without LoRA adapters",
+                "adapters attached with MmditLoraConfig::apply or load_lora",
+            )
+        })?;
+        let names: BTreeMap<String, String> =
+            diffusers_linear_names(self.config()).into_iter().collect();
+        let mut file = SafetensorsFile::new();
+        for tensor in self.collect(Some(lora_filter()), None, false) {
+            let Some((module, factor)) = split_factor(&tensor.name) else {
+                continue;
+            };
+            let suffix = if factor == "a" { "lora_A" } else { "lora_B" };
+            let key = format!("{PIPELINE_PREFIX}{}.{suffix}.weight", names[module]);
+            let data =
+                bridge::into_data(tensor).map_err(|err| Error::TensorRead(err.to_string()))?;
+            file.insert(key, transpose(&data));
+        }
+        file.metadata("format", LORA_FORMAT);
+        file.metadata("lora_rank", state.rank.to_string());
+        file.metadata("lora_alpha", state.alpha.to_string());
+        write_file_atomically(path, &file)
+    }
+
+    /// Attaches the adapters stored at `path` (written by [`Mmdit::save_lora`], or any
+    /// PEFT/diffusers LoRA file for SD3 with these key names) to this base model.
+    ///
+    /// The adapted layers are the file's; the rank comes from the factors' shapes, alpha
+    /// from the `lora_alpha` metadata (absent, alpha = rank, as diffusers assumes). The
+    /// factors are kept in `dtype` (`None`: as stored). Fails if the model already has
+    /// adapters, or if a key names no layer of this model or has the wrong shape.
+    pub fn load_lora(self, path: impl AsRef<Path>, dtype: Option<FloatDType>) -> Result<Mmdit> {
+        let path = path.as_ref();
+        let file = SafetensorsFile::read(path)?;
+        let error = |message: String| Error::Checkpoint {
+            path: path.display().to_string(),
+            message,
+        };
+        let modules: BTreeMap<String, String> = diffusers_linear_names(self.config())
+            .into_iter()
+            .map(|(module, stored)| (stored, module))
+            .collect();
+        let mut factors = BTreeMap::new();
+        for (key, data) in file.tensors() {
+            let stored = key.strip_prefix(PIPELINE_PREFIX).unwrap_or(key);
+            let (stored_module, factor) = stored
+                .strip_suffix(".lora_A.weight")
+                .map(|m| (m, "a"))
+                .or_else(|| stored.strip_suffix(".lora_B.weight").map(|m| (m, "b")))
+                .ok_or_else(|| {
+                    error(format!(
+                        "`{key}` is not a LoRA factor (`*.lora_A.weight` or `*.lora_B.weight`)"
+                    ))
+                })?;
+            let module = modules.get(stored_module).ok_or_else(|| {
+                error(format!(
+                    "`{key}` names `{stored_module}`, which is no Linear layer of this model"
+                ))
+            })?;
+            factors.insert(format!("{module}.weight.lora.{factor}"), transpose(data));
+        }
+        let adapted: BTreeSet<&str> = factors
+            .keys()
+            .filter_map(|name| split_factor(name).map(|(module, _)| module))
+            .collect();
+        let rank = factors
+            .values()
+            .next()
+            .map(|data| data.shape()[1])
+            .ok_or_else(|| error("no LoRA factors in the file".into()))?;
+        let alpha = match file.metadata_value("lora_alpha") {
+            Some(text) => text
+                .parse::<f64>()
+                .map_err(|_| error(format!("metadata lora_alpha = {text:?} is not a number")))?,
+            None => rank as f64,
+        };
+        let modules: Vec<String> = adapted.iter().map(|m| m.to_string()).collect();
+        let config = MmditLoraConfig::new()
+            .with_rank(rank)
+            .with_alpha(alpha)
+            .with_dtype(dtype);
+        let mut model = config.apply_to(self, &modules)?;
+        let expected: BTreeMap<String, Vec<usize>> = model
+            .collect(Some(lora_filter()), None, false)
+            .into_iter()
+            .map(|tensor| (tensor.name.clone(), tensor.shape.to_vec()))
+            .collect();
+        let mut problems = Vec::new();
+        for (name, shape) in &expected {
+            match factors.get(name) {
+                None => problems.push(format!("missing the factor for `{name}`, expected {shape:?} (burn layout)")),
+                Some(data) if data.shape().to_vec() != *shape => problems.push(format!(
+                    "`{name}`: expected {shape:?}, found {:?} (burn layout; all factors must share one rank)",
+                    data.shape()
+                )),
+                Some(_) => {}
+            }
+        }
+        if !problems.is_empty() {
+            return Err(error(problems.join("; ")));
+        }
+        let tensors = factors
+            .into_iter()
+            .map(|(name, data)| {
+                let data = match dtype {
+                    Some(target) => data.convert_dtype(DType::from(target)),
+                    None => data,
+                };
+                bridge::from_data(data, name, None)
+            })
+            .collect();
+        let result = model.apply(tensors, Some(lora_filter()), None, false);
+        if !result.errors.is_empty() || !result.unused.is_empty() {
+            return Err(error(format!(
+                "applying the factors failed: errors {:?}, unused {:?}",
+                result.errors, result.unused
+            )));
+        }
+        Ok(model)
+    }
+
+    /// The model with its adapters merged into the base weights (`W + (alpha/r)·A·B`),
+    /// no longer carrying adapters, with every weight cast back to the base dtype (the
+    /// patch convolution's).
+    pub fn merge_lora(self) -> Mmdit {
+        let dtype = self.activation_dtype();
+        let mut merged = self.materialize();
+        merged.lora = None;
+        merged.map(&mut CastFloats { dtype })
+    }
+}
+
+/// Only the LoRA factors.
+fn lora_filter() -> PathFilter {
+    PathFilter::new().with_regex(r"\.lora\.(a|b)$")
+}
+
+/// `(module, "a" | "b")` of a factor path `<module>.weight.lora.<a|b>`.
+fn split_factor(name: &str) -> Option<(&str, &str)> {
+    let (head, factor) = name.rsplit_once(".lora.")?;
+    Some((head.strip_suffix(".weight")?, factor))
+}
+
+/// A 2-D tensor's transpose (burn's `[in, r]`/`[r, out]` ↔ PEFT's `[r, in]`/`[out, r]`).
+fn transpose(data: &TensorData) -> TensorData {
+    let [rows, columns] = [data.shape()[0], data.shape()[1]];
+    let size = data.dtype().size();
+    let bytes = data.as_bytes();
+    let mut out = vec![0u8; bytes.len()];
+    for row in 0..rows {
+        for column in 0..columns {
+            let from = (row * columns + column) * size;
+            let to = (column * rows + row) * size;
+            out[to..to + size].copy_from_slice(&bytes[from..from + size]);
+        }
+    }
+    TensorData::from_bytes_vec(out, vec![columns, rows], data.dtype())
+}
+
+/// Casts every float parameter to one dtype.
+struct CastFloats {
+    dtype: DType,
+}
+
+impl burn::module::ModuleMapper for CastFloats {
+    fn map_float<const D: usize>(
+        &mut self,
+        param: burn::module::Param<Tensor<D>>,
+    ) -> burn::module::Param<Tensor<D>> {
+        let dtype = self.dtype;
+        param.map(|tensor| tensor.cast(dtype))
+    }
+}

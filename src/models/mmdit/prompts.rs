@@ -1,0 +1,194 @@
+//! Precomputed text conditions and their file format (text encoders are not part of the
+//! crate).
+
+use std::path::Path;
+
+use burn::prelude::*;
+use burn::tensor::{DType, TensorData};
+
+use super::MmditCondition;
+use super::MmditConfig;
+use super::safetensors_io::{SafetensorsFile, write_file_atomically};
+use crate::error::{Error, Result};
+use crate::policy::ConditionBatch;
+
+/// The metadata `format` value of prompt-embedding files.
+const FORMAT: &str = "flow-rl/prompt-embeddings";
+/// The version of the format this crate writes and reads.
+const VERSION: &str = "1";
+
+/// Text conditions of an [`Mmdit`](super::Mmdit), one row per prompt: context tokens
+/// `[P, L, context_dim]` (SD3: CLIP-L/G hidden states padded to 4096 and T5-XXL's,
+/// `L = 77 + 256`) and pooled embeddings `[P, pooled_dim]` (SD3: CLIP-L ⊕ CLIP-G, 2048).
+///
+/// **File format** (safetensors): tensors `context` `[P, L, D]` and `pooled` `[P, D_pooled]`
+/// in f32, f16 or bf16; metadata `format = "flow-rl/prompt-embeddings"`, `version = "1"`
+/// and `prompts`, a JSON array of the P prompt strings in row order. `docs/sd35.md` shows
+/// how to write one with diffusers' `encode_prompt`.
+#[derive(Debug, Clone)]
+pub struct PromptEmbeddings {
+    /// The prompts, one per row.
+    pub prompts: Vec<String>,
+    /// Context tokens `[P, L, context_dim]`.
+    pub context: Tensor<3>,
+    /// Pooled embeddings `[P, pooled_dim]`.
+    pub pooled: Tensor<2>,
+}
+
+impl PromptEmbeddings {
+    /// Checks that there is one context row and one pooled row per prompt.
+    pub fn new(prompts: Vec<String>, context: Tensor<3>, pooled: Tensor<2>) -> Result<Self> {
+        let count = prompts.len();
+        if context.dims()[0] != count || context.dims()[1] == 0 {
+            return Err(Error::shape(
+                "context",
+                format!("[{count}, L, D] with L ≥ 1 (one row per prompt)"),
+                context.dims(),
+            ));
+        }
+        if pooled.dims()[0] != count {
+            return Err(Error::shape(
+                "pooled",
+                format!("[{count}, D] (one row per prompt)"),
+                pooled.dims(),
+            ));
+        }
+        Ok(Self {
+            prompts,
+            context,
+            pooled,
+        })
+    }
+
+    /// The number of prompts.
+    pub fn len(&self) -> usize {
+        self.prompts.len()
+    }
+
+    /// Whether there are no prompts.
+    pub fn is_empty(&self) -> bool {
+        self.prompts.is_empty()
+    }
+
+    /// The rows at `indices` (which may repeat), in that order.
+    pub fn select(&self, indices: &[usize]) -> Result<Self> {
+        if let Some(&bad) = indices.iter().find(|&&i| i >= self.len()) {
+            return Err(Error::invalid(
+                "prompt index",
+                bad,
+                format!("an index below {}", self.len()),
+            ));
+        }
+        let (context, pooled) = self.condition().pick(indices);
+        Ok(Self {
+            prompts: indices.iter().map(|&i| self.prompts[i].clone()).collect(),
+            context,
+            pooled,
+        })
+    }
+
+    /// The condition batch a policy takes: `(context, pooled)`.
+    pub fn condition(&self) -> MmditCondition {
+        (self.context.clone(), self.pooled.clone())
+    }
+
+    /// Checks the embedding widths against a model's.
+    pub fn check_widths(&self, config: &MmditConfig) -> Result<()> {
+        if self.context.dims()[2] != config.context_dim {
+            return Err(Error::shape(
+                "context",
+                format!("[P, L, {}] (the model's context_dim)", config.context_dim),
+                self.context.dims(),
+            ));
+        }
+        if self.pooled.dims()[1] != config.pooled_dim {
+            return Err(Error::shape(
+                "pooled",
+                format!("[P, {}] (the model's pooled_dim)", config.pooled_dim),
+                self.pooled.dims(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Reads a prompt-embedding file onto `device`, keeping the stored dtype where the
+    /// device supports it (f32 otherwise).
+    pub fn load(path: impl AsRef<Path>, device: &Device) -> Result<Self> {
+        let path = path.as_ref();
+        let file = SafetensorsFile::read(path)?;
+        let error = |message: String| Error::Checkpoint {
+            path: path.display().to_string(),
+            message,
+        };
+        match (
+            file.metadata_value("format"),
+            file.metadata_value("version"),
+        ) {
+            (Some(FORMAT), Some(VERSION)) => {}
+            (format, version) => {
+                return Err(error(format!(
+                    "metadata format = {format:?}, version = {version:?}; expected \
+                     format = \"{FORMAT}\", version = \"{VERSION}\""
+                )));
+            }
+        }
+        let prompts: Vec<String> = file
+            .metadata_value("prompts")
+            .ok_or_else(|| error("no `prompts` metadata".into()))
+            .and_then(|text| {
+                serde_json::from_str(text).map_err(|err| {
+                    error(format!("`prompts` is not a JSON array of strings: {err}"))
+                })
+            })?;
+        let tensor = |name: &str, rank: usize| {
+            let data = file
+                .tensors()
+                .get(name)
+                .ok_or_else(|| error(format!("no `{name}` tensor")))?;
+            if data.shape().num_dims() != rank {
+                return Err(error(format!(
+                    "`{name}` has shape {:?}; expected {rank} axes",
+                    data.shape()
+                )));
+            }
+            // Keep the stored dtype where the device has it; the model casts to its own.
+            let dtype = if device.supports_dtype(data.dtype()) {
+                data.dtype()
+            } else {
+                DType::F32
+            };
+            Ok((data.clone(), dtype))
+        };
+        let (context, context_dtype) = tensor("context", 3)?;
+        let (pooled, pooled_dtype) = tensor("pooled", 2)?;
+        let context = Tensor::<3>::from_data(context, (device, context_dtype));
+        let pooled = Tensor::<2>::from_data(pooled, (device, pooled_dtype));
+        Self::new(prompts, context, pooled)
+    }
+
+    /// Writes the embeddings (in their dtype) to `path`, atomically.
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
+        let mut file = SafetensorsFile::new();
+        file.insert("context", host_data(self.context.clone())?);
+        file.insert("pooled", host_data(self.pooled.clone())?);
+        file.metadata("format", FORMAT);
+        file.metadata("version", VERSION);
+        file.metadata(
+            "prompts",
+            serde_json::to_string(&self.prompts).expect("strings serialise"),
+        );
+        write_file_atomically(path.as_ref(), &file)
+    }
+}
+
+fn host_data<const D: usize>(tensor: Tensor<D>) -> Result<TensorData> {
+    let data = tensor.into_data();
+    match data.dtype() {
+        DType::F32 | DType::F16 | DType::BF16 | DType::F64 => Ok(data),
+        other => Err(Error::invalid(
+            "embedding dtype",
+            format!("{other:?}"),
+            "f32, f16, bf16 or f64",
+        )),
+    }
+}

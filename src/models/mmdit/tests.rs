@@ -1,0 +1,133 @@
+use std::collections::BTreeSet;
+
+use burn::module::Module;
+use burn::prelude::*;
+use burn::store::ModuleSnapshot;
+
+use super::weights::{WeightLayout, diffusers_linear_names, entries};
+use super::*;
+
+/// Published sizes: 2.47 B (SD3.5-medium, positional table included) and 8.15 B
+/// (SD3.5-large), within ±0.5 %.
+#[test]
+fn preset_parameter_counts_match_the_published_sizes() {
+    for (config, published) in [
+        (MmditConfig::sd35_medium(), 2.47e9),
+        (MmditConfig::sd35_large(), 8.15e9),
+    ] {
+        let count = config.num_params() as f64;
+        assert!(
+            (count / published - 1.0).abs() <= 0.005,
+            "{count} vs {published}"
+        );
+    }
+    assert_eq!(MmditConfig::sd35_large().hidden(), 2432);
+    assert_eq!(MmditConfig::sd35_large().depth, 38);
+}
+
+/// diffusers' `model.parameters()` counts of the fixture's models (the positional table is
+/// a buffer there, 8·8·32 = 2048 values more here).
+#[test]
+fn parameter_count_matches_diffusers_for_the_fixture_models() {
+    let fixture = |depth, dual: Vec<usize>| {
+        MmditConfig::new(depth, 2)
+            .with_head_dim(16)
+            .with_context_dim(24)
+            .with_pooled_dim(20)
+            .with_pos_embed_max_size(8)
+            .with_qk_norm(true)
+            .with_dual_attention_layers(dual)
+    };
+    assert_eq!(fixture(2, vec![]).num_params(), 80_256 + 2048);
+    assert_eq!(fixture(3, vec![0]).num_params(), 125_568 + 2048);
+}
+
+#[test]
+fn computed_parameter_count_equals_the_built_models() {
+    let device = Device::default();
+    for config in [
+        MmditConfig::tiny(),
+        MmditConfig::tiny()
+            .with_qk_norm(false)
+            .with_dual_attention_layers(vec![]),
+        MmditConfig::new(3, 2)
+            .with_head_dim(8)
+            .with_dual_attention_layers(vec![1, 2])
+            .with_context_dim(12)
+            .with_pooled_dim(6),
+    ] {
+        let model = config.init(&device).unwrap();
+        assert_eq!(model.num_params(), config.num_params(), "{config:?}");
+    }
+}
+
+/// Every parameter has exactly one source in each layout, and each stored key feeds
+/// parameters of one kind only.
+#[test]
+fn key_tables_cover_every_parameter_once() {
+    let device = Device::default();
+    for config in [
+        MmditConfig::tiny(),
+        MmditConfig::tiny()
+            .with_qk_norm(false)
+            .with_dual_attention_layers(vec![]),
+    ] {
+        let model = config.init(&device).unwrap();
+        let params: BTreeSet<String> = model
+            .collect(None, None, false)
+            .into_iter()
+            .map(|tensor| tensor.name)
+            .collect();
+        for layout in [WeightLayout::Official, WeightLayout::Diffusers] {
+            let table = entries(layout, &config);
+            let targets: Vec<&str> = table.iter().map(|e| e.param.as_str()).collect();
+            let unique: BTreeSet<&str> = targets.iter().copied().collect();
+            assert_eq!(
+                unique.len(),
+                targets.len(),
+                "{layout:?}: a parameter sourced twice"
+            );
+            let unique: BTreeSet<String> = unique.into_iter().map(str::to_owned).collect();
+            assert_eq!(unique, params, "{layout:?}");
+        }
+    }
+}
+
+#[test]
+fn lora_targets_select_attention_or_mlp_layers() {
+    let config = MmditConfig::tiny();
+    let names = diffusers_linear_names(&config);
+    let attention: Vec<&str> = names
+        .iter()
+        .filter(|(module, _)| LoraTarget::Attention.matches(module))
+        .map(|(_, stored)| stored.as_str())
+        .collect();
+    // Block 0: 8 joint-attention projections + 4 of the dual self-attention; block 1 (last):
+    // 7, without the context output projection.
+    assert_eq!(attention.len(), 19, "{attention:?}");
+    assert!(attention.iter().all(|name| name.contains(".attn")));
+    let mlp = names
+        .iter()
+        .filter(|(module, _)| LoraTarget::Mlp.matches(module))
+        .count();
+    // fc1 and fc2 on both streams of block 0, on the image stream of block 1.
+    assert_eq!(mlp, 6);
+}
+
+#[test]
+fn lora_memory_estimate_counts_the_factors() {
+    let config = MmditConfig::sd35_medium();
+    let lora = MmditLoraConfig::new();
+    let estimate = config.estimate_lora_memory(&lora, &LoraWorkload::sd35(512, 1));
+    // Attention projections: 24 blocks × 8 joint (the last block 7) + 13 dual blocks × 4,
+    // each 1536 → 1536, so rank 32 adds 32·(1536 + 1536) values per layer.
+    let layers = 24 * 8 - 1 + 13 * 4;
+    let factors = (layers * 32 * (1536 + 1536)) as u64;
+    assert_eq!(estimate.adapters, 4 * factors);
+    assert_eq!(estimate.optimizer_state, 8 * factors);
+    assert_eq!(estimate.base_weights, 2 * config.num_params() as u64);
+    assert_eq!(estimate.composed_weights, 4 * (layers * 1536 * 1536) as u64);
+    let double = config.estimate_lora_memory(&lora, &LoraWorkload::sd35(512, 2));
+    assert_eq!(double.activations, 2 * estimate.activations);
+    assert_eq!(double.total() - estimate.total(), estimate.activations);
+}

@@ -1,0 +1,549 @@
+//! The MMDiT's public behaviour beyond faithfulness: errors for bad input and bad weights,
+//! LoRA (trainable set, save/load, bf16 base, merge), prompt-embedding files, gradients, and
+//! training through the crate's trainer.
+
+use std::path::{Path, PathBuf};
+
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::optim::{AdamWConfig, GradientsParams};
+use burn::prelude::*;
+use burn::tensor::{DType, Distribution, FloatDType, TensorData};
+use flow_rl::Error;
+use flow_rl::models::mmdit::{
+    LoraTarget, Mmdit, MmditCheckpoint, MmditConfig, MmditLoraConfig, PromptEmbeddings,
+};
+use flow_rl::policy::checked_velocity;
+use flow_rl::reward::{HostReward, RewardSet};
+use flow_rl::trainer::{Trainer, TrainerConfig};
+
+fn fixture(relative: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/mmdit")
+        .join(relative)
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("flow-rl-mmdit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+fn values<const D: usize>(tensor: Tensor<D>) -> Vec<f32> {
+    tensor.into_data().convert::<f32>().try_to_vec().unwrap()
+}
+
+fn max_abs_difference(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).fold(0.0, |m, (x, y)| m.max((x - y).abs()))
+}
+
+/// A tiny model's inputs: latents `[B, 16, 4, 4]`, timesteps, context `[B, 3, 64]`, pooled.
+struct Inputs {
+    latents: Tensor<4>,
+    timestep: Tensor<1>,
+    context: Tensor<3>,
+    pooled: Tensor<2>,
+}
+
+fn inputs(batch: usize, device: &Device) -> Inputs {
+    let normal = Distribution::Normal(0.0, 1.0);
+    Inputs {
+        latents: Tensor::random([batch, 16, 4, 4], normal, device),
+        timestep: Tensor::random([batch], Distribution::Uniform(0.0, 1000.0), device),
+        context: Tensor::random([batch, 3, 64], normal, device),
+        pooled: Tensor::random([batch, 32], normal, device),
+    }
+}
+
+fn run(model: &Mmdit, inputs: &Inputs) -> Tensor<4> {
+    model
+        .forward(
+            inputs.latents.clone(),
+            inputs.timestep.clone(),
+            inputs.context.clone(),
+            inputs.pooled.clone(),
+        )
+        .unwrap()
+}
+
+fn expect_shape_error(result: flow_rl::Result<Tensor<4>>, name: &str, needle: &str) {
+    match result {
+        Err(Error::ShapeMismatch {
+            name: found,
+            expected,
+            ..
+        }) => {
+            assert_eq!(found, name);
+            assert!(expected.contains(needle), "{expected}");
+        }
+        other => panic!("expected a shape error for {name}, got {other:?}"),
+    }
+}
+
+#[test]
+fn bad_inputs_get_errors_that_say_what_was_expected() {
+    let device = Device::default();
+    let model = MmditConfig::tiny().init(&device).unwrap();
+    let good = inputs(1, &device);
+    let with_latents = |latents: Tensor<4>| {
+        model.forward(
+            latents,
+            good.timestep.clone(),
+            good.context.clone(),
+            good.pooled.clone(),
+        )
+    };
+    let normal = Distribution::Normal(0.0, 1.0);
+    expect_shape_error(
+        with_latents(Tensor::random([1, 16, 5, 4], normal, &device)),
+        "latents",
+        "multiples of the patch size 2",
+    );
+    // The tiny table is 16² patches of 2: at most 32 latent pixels a side.
+    expect_shape_error(
+        with_latents(Tensor::random([1, 16, 34, 4], normal, &device)),
+        "latents",
+        "at most 32",
+    );
+    expect_shape_error(
+        with_latents(Tensor::random([1, 4, 4, 4], normal, &device)),
+        "latents",
+        "[B, 16, H, W]",
+    );
+    expect_shape_error(
+        model.forward(
+            good.latents.clone(),
+            good.timestep.clone(),
+            Tensor::random([1, 3, 63], normal, &device),
+            good.pooled.clone(),
+        ),
+        "context",
+        "[1, L, 64]",
+    );
+    expect_shape_error(
+        model.forward(
+            good.latents.clone(),
+            good.timestep.clone(),
+            good.context.clone(),
+            Tensor::random([1, 31], normal, &device),
+        ),
+        "pooled",
+        "[1, 32]",
+    );
+
+    // Through the policy interface: flattened latents must unflatten, conditions must fit.
+    let condition = (good.context.clone(), good.pooled.clone());
+    let sigma = Tensor::<1>::from_floats([0.5], &device);
+    let not_square = Tensor::<2>::zeros([1, 16 * 4 * 6], &device);
+    let error = checked_velocity(&model, not_square.clone(), sigma.clone(), &condition)
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("with_latent_size"), "{error}");
+    let model = model.with_latent_size(4, 6);
+    assert!(checked_velocity(&model, not_square, sigma.clone(), &condition).is_ok());
+    let narrow = (Tensor::random([1, 3, 8], normal, &device), good.pooled);
+    let error = checked_velocity(&model, Tensor::zeros([1, 384], &device), sigma, &narrow)
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("[1, L, 64]"), "{error}");
+}
+
+#[test]
+fn a_checkpoint_of_another_family_is_named_and_refused() {
+    let path = scratch("flux.safetensors");
+    let data = [0u8; 16];
+    let view = |shape: Vec<usize>| {
+        safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape, &data).unwrap()
+    };
+    let bytes = safetensors::serialize(
+        vec![
+            ("double_blocks.0.img_attn.qkv.weight", view(vec![2, 2])),
+            ("single_blocks.0.linear1.weight", view(vec![4])),
+        ],
+        None,
+    )
+    .unwrap();
+    std::fs::write(&path, bytes).unwrap();
+    let error = MmditCheckpoint::open(&path).unwrap_err();
+    assert!(matches!(error, Error::Checkpoint { .. }), "{error:?}");
+    assert!(error.to_string().contains("FLUX"), "{error}");
+
+    std::fs::write(&path, b"not a safetensors file").unwrap();
+    assert!(matches!(
+        MmditCheckpoint::open(&path),
+        Err(Error::Checkpoint { .. })
+    ));
+    let missing = MmditCheckpoint::open(scratch("absent.safetensors")).unwrap_err();
+    assert!(matches!(missing, Error::Io { .. }), "{missing:?}");
+}
+
+#[test]
+fn weights_of_another_shape_list_every_offending_key() {
+    let device = Device::default();
+    // The 2-block fixture into the 3-block, dual-attention architecture: block 0 lacks its
+    // self-attention, block 1's context side is the last block's (2 modulation chunks, no
+    // output or MLP), block 2 is absent.
+    let plain = MmditCheckpoint::open(fixture("plain/official.safetensors")).unwrap();
+    let dual_config = MmditCheckpoint::open(fixture("dual/official.safetensors"))
+        .unwrap()
+        .infer_config()
+        .unwrap();
+    let error = plain
+        .load_into(dual_config.init(&device).unwrap(), None)
+        .unwrap_err();
+    let Error::WeightMismatch { problems, .. } = &error else {
+        panic!("expected a weight mismatch, got {error:?}");
+    };
+    let key = "model.diffusion_model.joint_blocks.0.x_block.attn2.qkv.weight";
+    let missing = problems
+        .iter()
+        .find(|p| p.key == key)
+        .expect("attn2 listed");
+    assert_eq!(missing.expected, Some(vec![96, 32]));
+    assert_eq!(missing.found, None);
+    let key = "model.diffusion_model.joint_blocks.1.context_block.adaLN_modulation.1.weight";
+    let mis_shaped = problems
+        .iter()
+        .find(|p| p.key == key)
+        .expect("modulation listed");
+    assert_eq!(mis_shaped.expected, Some(vec![192, 32]));
+    assert_eq!(mis_shaped.found, Some(vec![64, 32]));
+    assert!(problems.iter().any(|p| p.key.contains("joint_blocks.2.")));
+    let message = error.to_string();
+    assert!(message.contains("mis-shaped") && message.contains("nothing was loaded"));
+
+    // The other way round, the dual checkpoint's extra tensors are unexpected.
+    let dual = MmditCheckpoint::open(fixture("dual/diffusers")).unwrap();
+    let plain_config = plain.infer_config().unwrap();
+    let error = dual
+        .load_into(plain_config.init(&device).unwrap(), None)
+        .unwrap_err();
+    let Error::WeightMismatch { problems, .. } = &error else {
+        panic!("expected a weight mismatch, got {error:?}");
+    };
+    let unexpected = problems
+        .iter()
+        .find(|p| p.key == "transformer_blocks.2.attn.to_q.weight")
+        .expect("block 2 listed");
+    assert_eq!(
+        (unexpected.expected.clone(), unexpected.found.clone()),
+        (None, Some(vec![32, 32]))
+    );
+}
+
+/// Which float parameters of a module got a gradient, by module path.
+struct GradientOwners<'a> {
+    grads: &'a burn::tensor::Gradients,
+    path: Vec<String>,
+    with: Vec<String>,
+    without: Vec<String>,
+}
+
+impl<'a> GradientOwners<'a> {
+    fn of<M: Module>(module: &M, grads: &'a burn::tensor::Gradients) -> Self {
+        let mut owners = Self {
+            grads,
+            path: Vec::new(),
+            with: Vec::new(),
+            without: Vec::new(),
+        };
+        module.visit(&mut owners);
+        owners
+    }
+}
+
+impl ModuleVisitor for GradientOwners<'_> {
+    fn enter_module(&mut self, name: &str, _: &str) {
+        self.path.push(name.to_owned());
+    }
+
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.path.pop();
+    }
+
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let name = self.path.join(".");
+        if param.val().grad(self.grads).is_some() {
+            self.with.push(name);
+        } else {
+            self.without.push(name);
+        }
+    }
+}
+
+#[test]
+fn lora_trains_only_its_factors_and_starts_at_the_base_model() {
+    let device = Device::default().autodiff();
+    let base = MmditConfig::tiny().init(&device).unwrap();
+    let inputs = inputs(2, &device);
+    let before = values(run(&base, &inputs));
+    let model = MmditLoraConfig::new()
+        .with_rank(4)
+        .with_alpha(8.0)
+        .apply(base)
+        .unwrap();
+    assert_eq!(model.lora(), Some((4, 8.0)));
+    assert_eq!(values(run(&model, &inputs)), before, "B = 0 at the start");
+
+    let grads = run(&model, &inputs).sum().backward();
+    let owners = GradientOwners::of(&model, &grads);
+    // 19 attention projections (see the unit tests), two factors each.
+    assert_eq!(owners.with.len(), 38, "{:?}", owners.with);
+    assert!(owners.with.iter().all(|name| name.contains(".lora.")));
+    assert!(owners.without.iter().all(|name| !name.contains(".lora.")));
+    assert!(
+        owners
+            .without
+            .iter()
+            .any(|name| name.ends_with("mlp.fc1.weight"))
+    );
+}
+
+#[test]
+fn lora_adapters_round_trip_through_their_file_and_merge() {
+    let device = Device::default().autodiff();
+    let config = MmditConfig::tiny();
+    let base = config.init(&device).unwrap();
+    let base_file = scratch("base.mpk");
+    base.clone().save_file(&base_file).unwrap();
+    let mut model = MmditLoraConfig::new()
+        .with_targets(vec![LoraTarget::Attention, LoraTarget::Mlp])
+        .apply(base)
+        .unwrap();
+    let inputs = inputs(2, &device);
+    // One optimiser step moves B away from zero.
+    let grads = GradientsParams::from_grads(run(&model, &inputs).sum().backward(), &model);
+    model = AdamWConfig::new().init().step(1e-2, model, grads);
+    let adapted = values(run(&model, &inputs));
+
+    let adapter = scratch("adapter.safetensors");
+    model.save_lora(&adapter).unwrap();
+    let reloaded = config
+        .init(&device)
+        .unwrap()
+        .load_file(&base_file)
+        .load_lora(&adapter, Some(FloatDType::F32))
+        .unwrap();
+    assert_eq!(reloaded.lora(), Some((32, 64.0)));
+    assert_eq!(values(run(&reloaded, &inputs)), adapted);
+
+    let merged = reloaded.merge_lora();
+    assert_eq!(merged.lora(), None);
+    assert_eq!(merged.num_params(), config.num_params());
+    let difference = max_abs_difference(&values(run(&merged, &inputs)), &adapted);
+    assert!(difference < 1e-4, "merged vs adapted: {difference}");
+
+    // Adapters go onto a base model only, and name layers the model has.
+    let error = model.load_lora(&adapter, None).unwrap_err();
+    assert!(error.to_string().contains("already has LoRA"), "{error}");
+}
+
+#[test]
+fn f32_adapters_train_over_a_bf16_base() {
+    let device = Device::default().autodiff();
+    if !device.supports_dtype(FloatDType::BF16) {
+        return;
+    }
+    let checkpoint = MmditCheckpoint::open(fixture("dual/official.safetensors")).unwrap();
+    let base = checkpoint
+        .load_into(
+            checkpoint.infer_config().unwrap().init(&device).unwrap(),
+            None,
+        )
+        .unwrap();
+    assert_eq!(base.activation_dtype(), DType::BF16);
+    let model = MmditLoraConfig::new().with_rank(2).apply(base).unwrap();
+    let normal = Distribution::Normal(0.0, 1.0);
+    let output = model
+        .forward(
+            Tensor::random([2, 16, 4, 6], normal, &device),
+            Tensor::from_floats([900.0, 300.0], &device),
+            Tensor::random([2, 7, 24], normal, &device),
+            Tensor::random([2, 20], normal, &device),
+        )
+        .unwrap();
+    assert_eq!(output.dtype(), DType::F32);
+    let grads = output.powf_scalar(2.0).mean().backward();
+    let owners = GradientOwners::of(&model, &grads);
+    assert!(!owners.with.is_empty());
+    let query = &model.blocks[0].image.attention.query.weight;
+    assert_eq!(
+        query.val().dtype(),
+        DType::F32,
+        "composed in the factors' dtype"
+    );
+    let grads = GradientsParams::from_grads(grads, &model);
+    let model = AdamWConfig::new().init().step(1e-3, model, grads);
+    assert_eq!(
+        model.blocks[0]
+            .image
+            .mlp
+            .as_ref()
+            .unwrap()
+            .fc1
+            .weight
+            .val()
+            .dtype(),
+        DType::BF16
+    );
+}
+
+/// `d/dx Σ w·v(x)` by autodiff against central differences, for a few latent values and a
+/// pooled value, through every layer of the network.
+#[test]
+fn input_gradients_match_finite_differences() {
+    let device = Device::default().autodiff();
+    let model = MmditConfig::tiny().init(&device).unwrap();
+    let inputs = inputs(1, &device);
+    let weights: Tensor<4> = Tensor::random([1, 16, 4, 4], Distribution::Normal(0.0, 1.0), &device);
+    let objective = |latents: Tensor<4>, pooled: Tensor<2>| {
+        let velocity = model
+            .forward(
+                latents,
+                inputs.timestep.clone(),
+                inputs.context.clone(),
+                pooled,
+            )
+            .unwrap();
+        (velocity * weights.clone()).sum()
+    };
+    let latents = inputs.latents.clone().require_grad();
+    let pooled = inputs.pooled.clone().require_grad();
+    let grads = objective(latents.clone(), pooled.clone()).backward();
+    let latent_grad = values(latents.grad(&grads).unwrap());
+    let pooled_grad = values(pooled.grad(&grads).unwrap());
+
+    let base_latents = values(inputs.latents.clone());
+    let base_pooled = values(inputs.pooled.clone());
+    let step = 1e-2f32;
+    let evaluate = |latent_values: &[f32], pooled_values: &[f32]| -> f64 {
+        let latents = Tensor::<4>::from_data(
+            TensorData::new(latent_values.to_vec(), [1, 16, 4, 4]),
+            &device,
+        );
+        let pooled =
+            Tensor::<2>::from_data(TensorData::new(pooled_values.to_vec(), [1, 32]), &device);
+        objective(latents, pooled).into_scalar::<f32>() as f64
+    };
+    for index in [0, 37, 130, 255] {
+        let (mut plus, mut minus) = (base_latents.clone(), base_latents.clone());
+        plus[index] += step;
+        minus[index] -= step;
+        let numeric =
+            (evaluate(&plus, &base_pooled) - evaluate(&minus, &base_pooled)) / (2.0 * step as f64);
+        let analytic = latent_grad[index] as f64;
+        assert!(
+            (numeric - analytic).abs() <= 2e-2 * analytic.abs().max(1.0),
+            "latent {index}: numeric {numeric}, autodiff {analytic}"
+        );
+    }
+    for index in [0, 17] {
+        let (mut plus, mut minus) = (base_pooled.clone(), base_pooled.clone());
+        plus[index] += step;
+        minus[index] -= step;
+        let numeric = (evaluate(&base_latents, &plus) - evaluate(&base_latents, &minus))
+            / (2.0 * step as f64);
+        let analytic = pooled_grad[index] as f64;
+        assert!(
+            (numeric - analytic).abs() <= 2e-2 * analytic.abs().max(1.0),
+            "pooled {index}: numeric {numeric}, autodiff {analytic}"
+        );
+    }
+}
+
+#[test]
+fn prompt_embeddings_round_trip_and_check_their_format() {
+    let device = Device::default();
+    let prompts = PromptEmbeddings::load(fixture("prompts.safetensors"), &device).unwrap();
+    assert_eq!(prompts.prompts, ["a red cube on a blue sphere", "two cats"]);
+    assert_eq!(prompts.context.dims(), [2, 7, 24]);
+    assert_eq!(prompts.pooled.dims(), [2, 20]);
+    let error = prompts.check_widths(&MmditConfig::tiny()).unwrap_err();
+    assert!(error.to_string().contains("[P, L, 64]"), "{error}");
+
+    let path = scratch("prompts.safetensors");
+    let half = PromptEmbeddings::new(
+        prompts.prompts.clone(),
+        prompts.context.clone().cast(FloatDType::BF16),
+        prompts.pooled.clone().cast(FloatDType::BF16),
+    )
+    .unwrap();
+    half.save(&path).unwrap();
+    let reloaded = PromptEmbeddings::load(&path, &device).unwrap();
+    assert_eq!(reloaded.prompts, prompts.prompts);
+    assert_eq!(reloaded.context.dtype(), DType::BF16);
+    assert_eq!(values(reloaded.context), values(half.context));
+    let picked = prompts.select(&[1, 1, 0]).unwrap();
+    assert_eq!(
+        picked.prompts,
+        ["two cats", "two cats", "a red cube on a blue sphere"]
+    );
+    assert!(prompts.select(&[2]).is_err());
+
+    assert!(
+        PromptEmbeddings::new(
+            vec!["one".into()],
+            prompts.context.clone(),
+            prompts.pooled.clone()
+        )
+        .is_err()
+    );
+    // A LoRA file is a safetensors file, but not a prompt-embedding file.
+    let error = PromptEmbeddings::load(fixture("plain/lora.safetensors"), &device).unwrap_err();
+    assert!(
+        error.to_string().contains("flow-rl/prompt-embeddings"),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_lora_mmdit_trains_through_the_crate_trainer() {
+    let device = Device::default().autodiff();
+    let base = MmditConfig::tiny().init(&device).unwrap();
+    let frozen = values(base.blocks[0].image.mlp.as_ref().unwrap().fc1.weight.val());
+    let query = values(base.blocks[0].image.attention.query.weight.val());
+    let policy = MmditLoraConfig::new().with_rank(4).apply(base).unwrap();
+    let config = TrainerConfig::new(16 * 4 * 4)
+        .with_group_size(2)
+        .with_groups_per_rollout(2)
+        .with_learning_rate(1e-3)
+        .with_weight_decay(0.0);
+    let mut trainer = Trainer::new(config, policy, &device).unwrap();
+    let normal = Distribution::Normal(0.0, 1.0);
+    let conditions = (
+        Tensor::<3>::random([2, 3, 64], normal, &device),
+        Tensor::<2>::random([2, 32], normal, &device),
+    );
+    let reward = RewardSet::single(HostReward::new("mean", |sample: &[f32]| {
+        sample.iter().sum::<f32>() / sample.len() as f32
+    }));
+    let first = trainer.step(&conditions, &reward).unwrap();
+    let second = trainer.step(&conditions, &reward).unwrap();
+    let replay = first.first_update.unwrap();
+    assert!(
+        (replay.ratio.max - 1.0).abs() < 1e-4,
+        "on-policy replay: {replay:?}"
+    );
+    assert_eq!(second.updates, 2);
+    assert_eq!(second.skipped_updates, 0);
+    let policy = trainer.into_policy();
+    assert_eq!(
+        values(
+            policy.blocks[0]
+                .image
+                .mlp
+                .as_ref()
+                .unwrap()
+                .fc1
+                .weight
+                .val()
+        ),
+        frozen,
+        "base weights stay frozen"
+    );
+    let merged = policy.merge_lora();
+    let moved = max_abs_difference(
+        &values(merged.blocks[0].image.attention.query.weight.val()),
+        &query,
+    );
+    assert!(moved > 0.0, "the adapted projection changed");
+}
