@@ -19,8 +19,10 @@
 //!   and classifier-free guidance as a wrapper;
 //! - [`rollout`], [`buffer`], [`reward`] and [`trainer`]: the online RL loop, with atomic
 //!   checkpoints and JSON-lines [`metrics`];
-//! - [`models`]: a small MLP policy and flow-matching pre-training; [`drift`]: the exact
-//!   trajectory KL between two policies.
+//! - [`models`]: a small MLP policy and flow-matching pre-training, and
+//!   [`models::mmdit`], the SD3/SD3.5 transformer: official and diffusers weights, LoRA,
+//!   prompt-embedding files (see `docs/sd35.md`); [`drift`]: the exact trajectory KL between
+//!   two policies.
 //!
 //! All reductions over latent dimensions are **means**, never sums: the reference thresholds
 //! (τ = 1e-5, ε = 1e-4) are calibrated in those units.
@@ -124,3 +126,8 @@ pub mod prelude {
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
+
+/// The SD3.5 guide's Rust examples, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/sd35.md")]
+pub struct Sd35GuideDoctests;

@@ -143,6 +143,14 @@ fn metrics_are_written_as_json_lines() {
 #[test]
 fn bad_step_inputs_are_errors() {
     let device = Device::default().autodiff();
+    // A policy whose parameters are not tracked would never learn: `fork` onto the autodiff
+    // device keeps them untracked, `train()` does not.
+    let plain = pretrained_mlp(10, &device).valid();
+    let err = Trainer::new(config("flow-dppo"), plain.clone().fork(&device), &device)
+        .err()
+        .expect("untracked policy refused");
+    assert!(err.to_string().contains("policy.train()"), "{err}");
+    assert!(Trainer::new(config("flow-dppo"), plain.train(), &device).is_ok());
     let mut trainer =
         Trainer::new(config("flow-dppo"), pretrained_mlp(10, &device), &device).unwrap();
     let err = trainer.step(&Unconditional(3), &upper_modes()).unwrap_err();

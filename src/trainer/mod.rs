@@ -20,7 +20,7 @@ use crate::objective::{ObjectiveMetrics, ReferenceKlConfig, RowBatch, TrustRegio
 use crate::policy::{ConditionBatch, FlowPolicy, checked_velocity};
 use crate::reward::RewardSet;
 use crate::rng::Rng;
-use crate::rollout::{RolloutConfig, TrajectoryRows, rollout};
+use crate::rollout::{RolloutConfig, TrajectoryRows, first_device, rollout};
 use crate::schedule::SigmaSchedule;
 use crate::tensor_util::vector;
 use grad_norm::{global_grad_norm, scale_grads};
@@ -50,6 +50,17 @@ impl<P: FlowPolicy> Trainer<P> {
                 "device",
                 format!("{device:?}"),
                 "an autodiff device (`device.autodiff()`)",
+            ));
+        }
+        let policy_device = first_device(&policy)?;
+        if !policy_device.is_autodiff() {
+            // `fork`/`to_device` onto an autodiff device keep a plain device's tensors
+            // untracked, and such a policy would silently never learn.
+            return Err(Error::invalid(
+                "policy",
+                format!("parameters on {policy_device:?}"),
+                "parameters on an autodiff device: build the policy on `device.autodiff()` \
+                 or call `policy.train()` first",
             ));
         }
         config.validate()?;

@@ -6,7 +6,6 @@ use std::path::Path;
 
 use burn::config::Config;
 use burn::module::{Lora, Module, ParamGroup};
-use burn::prelude::*;
 use burn::store::{ModuleSnapshot, PathFilter, bridge};
 use burn::tensor::{DType, FloatDType, TensorData};
 use serde::{Deserialize, Serialize};
@@ -266,7 +265,7 @@ impl Mmdit {
         let dtype = self.activation_dtype();
         let mut merged = self.materialize();
         merged.lora = None;
-        merged.map(&mut CastFloats { dtype })
+        merged.with_dtype(dtype.into())
     }
 }
 
@@ -295,19 +294,4 @@ fn transpose(data: &TensorData) -> TensorData {
         }
     }
     TensorData::from_bytes_vec(out, vec![columns, rows], data.dtype())
-}
-
-/// Casts every float parameter to one dtype.
-struct CastFloats {
-    dtype: DType,
-}
-
-impl burn::module::ModuleMapper for CastFloats {
-    fn map_float<const D: usize>(
-        &mut self,
-        param: burn::module::Param<Tensor<D>>,
-    ) -> burn::module::Param<Tensor<D>> {
-        let dtype = self.dtype;
-        param.map(|tensor| tensor.cast(dtype))
-    }
 }

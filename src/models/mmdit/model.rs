@@ -1,9 +1,10 @@
 //! The MMDiT module, its forward pass, its input checks, and its [`FlowPolicy`] impl.
 
 use burn::module::Module;
+use burn::module::{ModuleMapper, Param};
 use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
-use burn::tensor::DType;
+use burn::tensor::{DType, FloatDType};
 
 use super::block::JointBlock;
 use super::config::MmditConfig;
@@ -85,6 +86,12 @@ impl Mmdit {
     pub fn with_latent_size(mut self, height: usize, width: usize) -> Self {
         self.latent_size = Some([height, width]);
         self
+    }
+
+    /// The model with every parameter (LoRA factors included) cast to `dtype`, e.g. bf16
+    /// for a model built with random weights. Activations follow the weights' dtype.
+    pub fn with_dtype(self, dtype: FloatDType) -> Self {
+        self.map(&mut CastFloats { dtype })
     }
 
     /// The dtype activations run in: that of the (never adapted) patch convolution.
@@ -261,5 +268,17 @@ impl FlowPolicy for Mmdit {
             ));
         }
         self.check_condition(batch, &condition.0, &condition.1)
+    }
+}
+
+/// Casts every float parameter to one dtype.
+struct CastFloats {
+    dtype: FloatDType,
+}
+
+impl ModuleMapper for CastFloats {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let dtype = self.dtype;
+        param.map(|tensor| tensor.cast(dtype))
     }
 }
