@@ -317,6 +317,15 @@ fn lora_adapters_round_trip_through_their_file_and_merge() {
 
     let adapter = scratch("adapter.safetensors");
     model.save_lora(&adapter).unwrap();
+    let bytes = std::fs::read(&adapter).unwrap();
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let metadata = header.metadata().clone().unwrap();
+    let targets: Vec<String> = serde_json::from_str(&metadata["target_modules"]).unwrap();
+    // 19 attention projections and 6 MLP layers, under diffusers' names.
+    assert_eq!(targets.len(), 25);
+    assert!(targets.contains(&"transformer_blocks.0.attn2.to_out.0".to_string()));
+    assert!(targets.contains(&"transformer_blocks.1.ff.net.2".to_string()));
+    assert_eq!(metadata["lora_rank"], "32");
     let reloaded = config
         .init(&device)
         .unwrap()
@@ -546,4 +555,82 @@ fn a_lora_mmdit_trains_through_the_crate_trainer() {
         &query,
     );
     assert!(moved > 0.0, "the adapted projection changed");
+}
+
+/// Rewrites the plain fixture's adapter with `edit` applied to its tensors.
+fn edited_adapter(
+    name: &str,
+    edit: impl FnOnce(&mut Vec<(String, Vec<usize>, Vec<u8>)>),
+) -> PathBuf {
+    let bytes = std::fs::read(fixture("plain/lora.safetensors")).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = file
+        .tensors()
+        .into_iter()
+        .map(|(key, view)| (key, view.shape().to_vec(), view.data().to_vec()))
+        .collect();
+    edit(&mut tensors);
+    let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
+        .iter()
+        .map(|(key, shape, data)| {
+            let view =
+                safetensors::tensor::TensorView::new(safetensors::Dtype::BF16, shape.clone(), data)
+                    .unwrap();
+            (key.clone(), view)
+        })
+        .collect();
+    let path = scratch(name);
+    std::fs::write(&path, safetensors::serialize(views, None).unwrap()).unwrap();
+    path
+}
+
+#[test]
+fn a_lora_file_that_does_not_fit_lists_its_problems() {
+    let device = Device::default();
+    let checkpoint = MmditCheckpoint::open(fixture("plain/official.safetensors")).unwrap();
+    let base = || {
+        checkpoint
+            .load_into(
+                checkpoint.infer_config().unwrap().init(&device).unwrap(),
+                None,
+            )
+            .unwrap()
+    };
+    let to_q_b = "transformer.transformer_blocks.0.attn.to_q.lora_B.weight";
+    let to_k_a = "transformer.transformer_blocks.0.attn.to_k.lora_A.weight";
+    let path = edited_adapter("broken-lora.safetensors", |tensors| {
+        tensors.retain(|(key, _, _)| key != to_q_b);
+        let to_k = tensors
+            .iter_mut()
+            .find(|(key, _, _)| key == to_k_a)
+            .unwrap();
+        to_k.1 = vec![3, 32]; // rank 3 among rank-4 factors
+        to_k.2.truncate(3 * 32 * 2);
+    });
+    let error = base().load_lora(&path, None).unwrap_err();
+    let Error::WeightMismatch { problems, .. } = &error else {
+        panic!("expected a weight mismatch, got {error:?}");
+    };
+    let missing = problems
+        .iter()
+        .find(|p| p.key == to_q_b)
+        .expect("to_q B listed");
+    assert_eq!(
+        (missing.expected.clone(), missing.found.clone()),
+        (Some(vec![32, 4]), None)
+    );
+    let wrong = problems
+        .iter()
+        .find(|p| p.key == to_k_a)
+        .expect("to_k A listed");
+    assert_eq!(
+        (wrong.expected.clone(), wrong.found.clone()),
+        (Some(vec![4, 32]), Some(vec![3, 32]))
+    );
+
+    let path = edited_adapter("foreign-lora.safetensors", |tensors| {
+        tensors[0].0 = "transformer.transformer_blocks.9.attn.to_q.lora_A.weight".into();
+    });
+    let error = base().load_lora(&path, None).unwrap_err().to_string();
+    assert!(error.contains("no Linear layer of this model"), "{error}");
 }

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::Mmdit;
 use super::safetensors_io::{SafetensorsFile, write_file_atomically};
 use super::weights::diffusers_linear_names;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, WeightProblem};
 
 /// A family of the MMDiT's Linear layers that LoRA can adapt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -132,7 +132,7 @@ impl Mmdit {
     /// Writes the adapters alone as safetensors, atomically, with PEFT/diffusers names:
     /// `transformer.<module>.lora_A.weight` `[r, in]` and `.lora_B.weight` `[out, r]` (so
     /// the update is `(alpha/r)·B·A` in PyTorch layout), and metadata `format`,
-    /// `lora_rank`, `lora_alpha`.
+    /// `lora_rank`, `lora_alpha` and `target_modules` (a JSON array of module names).
     pub fn save_lora(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
         let state = self.lora.as_ref().ok_or_else(|| {
@@ -149,8 +149,7 @@ impl Mmdit {
             let Some((module, factor)) = split_factor(&tensor.name) else {
                 continue;
             };
-            let suffix = if factor == "a" { "lora_A" } else { "lora_B" };
-            let key = format!("{PIPELINE_PREFIX}{}.{suffix}.weight", names[module]);
+            let key = peft_key(&names[module], factor);
             let data =
                 bridge::into_data(tensor).map_err(|err| Error::TensorRead(err.to_string()))?;
             file.insert(key, transpose(&data));
@@ -158,6 +157,11 @@ impl Mmdit {
         file.metadata("format", LORA_FORMAT);
         file.metadata("lora_rank", state.rank.to_string());
         file.metadata("lora_alpha", state.alpha.to_string());
+        let targets: Vec<&str> = state.modules.iter().map(|m| names[m].as_str()).collect();
+        file.metadata(
+            "target_modules",
+            serde_json::to_string(&targets).expect("strings serialise"),
+        );
         write_file_atomically(path, &file)
     }
 
@@ -167,7 +171,8 @@ impl Mmdit {
     /// The adapted layers are the file's; the rank comes from the factors' shapes, alpha
     /// from the `lora_alpha` metadata (absent, alpha = rank, as diffusers assumes). The
     /// factors are kept in `dtype` (`None`: as stored). Fails if the model already has
-    /// adapters, or if a key names no layer of this model or has the wrong shape.
+    /// adapters or a key names no layer of this model, and with
+    /// [`Error::WeightMismatch`] (PEFT-layout shapes) if a factor is missing or mis-shaped.
     pub fn load_lora(self, path: impl AsRef<Path>, dtype: Option<FloatDType>) -> Result<Mmdit> {
         let path = path.as_ref();
         let file = SafetensorsFile::read(path)?;
@@ -175,11 +180,13 @@ impl Mmdit {
             path: path.display().to_string(),
             message,
         };
-        let modules: BTreeMap<String, String> = diffusers_linear_names(self.config())
-            .into_iter()
-            .map(|(module, stored)| (stored, module))
+        let names = diffusers_linear_names(self.config());
+        let modules: BTreeMap<&str, &str> = names
+            .iter()
+            .map(|(module, stored)| (stored.as_str(), module.as_str()))
             .collect();
-        let mut factors = BTreeMap::new();
+        // Factor path in the module → (key in the file, data in burn's layout).
+        let mut factors: BTreeMap<String, (String, TensorData)> = BTreeMap::new();
         for (key, data) in file.tensors() {
             let stored = key.strip_prefix(PIPELINE_PREFIX).unwrap_or(key);
             let (stored_module, factor) = stored
@@ -196,7 +203,16 @@ impl Mmdit {
                     "`{key}` names `{stored_module}`, which is no Linear layer of this model"
                 ))
             })?;
-            factors.insert(format!("{module}.weight.lora.{factor}"), transpose(data));
+            if data.shape().num_dims() != 2 {
+                return Err(error(format!(
+                    "`{key}` has shape {:?}; LoRA factors are matrices",
+                    data.shape()
+                )));
+            }
+            factors.insert(
+                format!("{module}.weight.lora.{factor}"),
+                (key.clone(), transpose(data)),
+            );
         }
         let adapted: BTreeSet<&str> = factors
             .keys()
@@ -205,7 +221,7 @@ impl Mmdit {
         let rank = factors
             .values()
             .next()
-            .map(|data| data.shape()[1])
+            .map(|(_, data)| data.shape()[1])
             .ok_or_else(|| error("no LoRA factors in the file".into()))?;
         let alpha = match file.metadata_value("lora_alpha") {
             Some(text) => text
@@ -213,34 +229,45 @@ impl Mmdit {
                 .map_err(|_| error(format!("metadata lora_alpha = {text:?} is not a number")))?,
             None => rank as f64,
         };
-        let modules: Vec<String> = adapted.iter().map(|m| m.to_string()).collect();
+        let adapted: Vec<String> = adapted.iter().map(|m| m.to_string()).collect();
         let config = MmditLoraConfig::new()
             .with_rank(rank)
             .with_alpha(alpha)
             .with_dtype(dtype);
-        let mut model = config.apply_to(self, &modules)?;
-        let expected: BTreeMap<String, Vec<usize>> = model
-            .collect(Some(lora_filter()), None, false)
-            .into_iter()
-            .map(|tensor| (tensor.name.clone(), tensor.shape.to_vec()))
+        let mut model = config.apply_to(self, &adapted)?;
+        let stored_names: BTreeMap<&str, &str> = names
+            .iter()
+            .map(|(module, stored)| (module.as_str(), stored.as_str()))
             .collect();
         let mut problems = Vec::new();
-        for (name, shape) in &expected {
-            match factors.get(name) {
-                None => problems.push(format!("missing the factor for `{name}`, expected {shape:?} (burn layout)")),
-                Some(data) if data.shape().to_vec() != *shape => problems.push(format!(
-                    "`{name}`: expected {shape:?}, found {:?} (burn layout; all factors must share one rank)",
-                    data.shape()
-                )),
+        for tensor in model.collect(Some(lora_filter()), None, false) {
+            let expected = peft_shape(&tensor.shape);
+            match factors.get(&tensor.name) {
+                None => {
+                    let (module, factor) = split_factor(&tensor.name).expect("a factor path");
+                    problems.push(WeightProblem::missing(
+                        peft_key(stored_names[module], factor),
+                        expected,
+                    ));
+                }
+                Some((key, data)) if data.shape().to_vec() != tensor.shape.to_vec() => problems
+                    .push(WeightProblem::mis_shaped(
+                        key.clone(),
+                        expected,
+                        peft_shape(data.shape()),
+                    )),
                 Some(_) => {}
             }
         }
         if !problems.is_empty() {
-            return Err(error(problems.join("; ")));
+            return Err(Error::WeightMismatch {
+                path: path.display().to_string(),
+                problems,
+            });
         }
         let tensors = factors
             .into_iter()
-            .map(|(name, data)| {
+            .map(|(name, (_, data))| {
                 let data = match dtype {
                     Some(target) => data.convert_dtype(DType::from(target)),
                     None => data,
@@ -267,6 +294,17 @@ impl Mmdit {
         merged.lora = None;
         merged.with_dtype(dtype.into())
     }
+}
+
+/// The file key of factor `a` or `b` of the diffusers module `stored`.
+fn peft_key(stored: &str, factor: &str) -> String {
+    let suffix = if factor == "a" { "lora_A" } else { "lora_B" };
+    format!("{PIPELINE_PREFIX}{stored}.{suffix}.weight")
+}
+
+/// A factor's shape in PEFT's layout (the transpose of burn's).
+fn peft_shape(shape: &[usize]) -> Vec<usize> {
+    shape.iter().rev().copied().collect()
 }
 
 /// Only the LoRA factors.

@@ -275,8 +275,8 @@ pub(crate) fn diffusers_linear_names(config: &MmditConfig) -> Vec<(String, Strin
         .filter_map(|entry| {
             let module = entry.param.strip_suffix(".weight")?;
             let stored = entry.key.strip_suffix(".weight")?;
-            (!module.starts_with("patch_embed") && !module.ends_with("_norm"))
-                .then(|| (module.to_owned(), stored.to_owned()))
+            // The patch embedding is a convolution, not a Linear layer.
+            (!module.starts_with("patch_embed")).then(|| (module.to_owned(), stored.to_owned()))
         })
         .collect()
 }
