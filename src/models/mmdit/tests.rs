@@ -42,14 +42,19 @@ fn parameter_count_matches_diffusers_for_the_fixture_models() {
     assert_eq!(fixture(3, vec![0]).num_params(), 125_568 + 2048);
 }
 
+/// The tiny model without SD3.5's additions, as SD3-medium is.
+fn tiny_sd3() -> MmditConfig {
+    MmditConfig::tiny()
+        .with_qk_norm(false)
+        .with_dual_attention_layers(vec![])
+}
+
 #[test]
 fn computed_parameter_count_equals_the_built_models() {
     let device = Device::default();
     for config in [
         MmditConfig::tiny(),
-        MmditConfig::tiny()
-            .with_qk_norm(false)
-            .with_dual_attention_layers(vec![]),
+        tiny_sd3(),
         MmditConfig::new(3, 2)
             .with_head_dim(8)
             .with_dual_attention_layers(vec![1, 2])
@@ -66,12 +71,7 @@ fn computed_parameter_count_equals_the_built_models() {
 #[test]
 fn key_tables_cover_every_parameter_once() {
     let device = Device::default();
-    for config in [
-        MmditConfig::tiny(),
-        MmditConfig::tiny()
-            .with_qk_norm(false)
-            .with_dual_attention_layers(vec![]),
-    ] {
+    for config in [MmditConfig::tiny(), tiny_sd3()] {
         let model = config.init(&device).unwrap();
         let params: BTreeSet<String> = model
             .collect(None, None, false)
