@@ -634,3 +634,38 @@ fn a_lora_file_that_does_not_fit_lists_its_problems() {
     let error = base().load_lora(&path, None).unwrap_err().to_string();
     assert!(error.contains("no Linear layer of this model"), "{error}");
 }
+
+#[test]
+fn a_lora_trainer_checkpoint_restores_the_adapters() {
+    let device = Device::default().autodiff();
+    let config = TrainerConfig::new(16 * 4 * 4)
+        .with_group_size(2)
+        .with_groups_per_rollout(1)
+        .with_learning_rate(1e-3);
+    let policy = || {
+        MmditLoraConfig::new()
+            .with_rank(2)
+            .apply(MmditConfig::tiny().init(&device).unwrap())
+            .unwrap()
+    };
+    let normal = Distribution::Normal(0.0, 1.0);
+    let conditions = (
+        Tensor::<3>::random([1, 3, 64], normal, &device),
+        Tensor::<2>::random([1, 32], normal, &device),
+    );
+    let reward = RewardSet::single(HostReward::new("first", |sample: &[f32]| sample[0]));
+    let mut trainer = Trainer::new(config.clone(), policy(), &device).unwrap();
+    trainer.step(&conditions, &reward).unwrap();
+    let path = scratch("lora-trainer.ckpt");
+    trainer.save_checkpoint(&path).unwrap();
+    let restored = Trainer::new(config, policy(), &device)
+        .unwrap()
+        .load_checkpoint(&path)
+        .unwrap();
+    let inputs = inputs(1, &device);
+    assert_eq!(
+        values(run(restored.policy(), &inputs)),
+        values(run(trainer.policy(), &inputs))
+    );
+    assert_eq!(restored.policy().lora(), Some((2, 64.0)));
+}
