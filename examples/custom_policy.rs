@@ -2,15 +2,27 @@
 //!
 //! ```sh
 //! cargo run --release --example custom_policy
+//! cargo run --release --example custom_policy -- --help
 //! ```
 
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::activation::gelu;
+use clap::Parser;
+use flow_rl::backend::Backend;
 use flow_rl::policy::{FlowPolicy, Unconditional};
 use flow_rl::reward::{HostReward, RewardSet};
 use flow_rl::trainer::{Trainer, TrainerConfig};
+
+/// Train your own burn module as a FlowPolicy with flow-rl's trainer.
+#[derive(Parser, Debug)]
+struct Args {
+    /// flex, wgpu, vulkan or cuda, among those compiled in [default: $BURN_DEVICE, else the
+    /// build's default: cuda, vulkan, wgpu, then flex]
+    #[arg(long)]
+    backend: Option<Backend>,
+}
 
 /// Any burn module: here a two-layer network that sees the latent and the noise level.
 #[derive(Module, Debug)]
@@ -39,7 +51,8 @@ impl FlowPolicy for TinyVelocity {
 }
 
 fn main() -> flow_rl::Result<()> {
-    let device = Device::default().autodiff();
+    let args = Args::parse();
+    let device = Backend::from_flag(args.backend)?.open()?.autodiff();
     device.seed(0);
     let dims = 3;
     let policy = TinyVelocity::new(dims, 32, &device);

@@ -26,6 +26,10 @@ struct Args {
     /// Optimiser steps.
     #[arg(long, default_value_t = 60)]
     steps: usize,
+    /// flex, wgpu, vulkan or cuda, among those compiled in [default: $BURN_DEVICE, else the
+    /// build's default: cuda, vulkan, wgpu, then flex]
+    #[arg(long)]
+    backend: Option<Backend>,
 }
 
 #[derive(Module, Debug)]
@@ -42,7 +46,7 @@ impl Velocity {
 
 fn main() -> flow_rl::Result<()> {
     let args = Args::parse();
-    let device = Device::default().autodiff();
+    let device = Backend::from_flag(args.backend)?.open()?.autodiff();
     device.seed(0);
     let (samples, dims, group) = (64, 4, 8);
     let schedule = SigmaScheduleConfig::new().init()?;

@@ -3,6 +3,7 @@
 //!
 //! ```sh
 //! cargo run --release --example trainer_overhead
+//! cargo run --release --example trainer_overhead -- --help
 //! ```
 //!
 //! The "policy work" column times exactly the passes a step needs, done by hand: T no-grad
@@ -15,6 +16,8 @@ use std::time::Instant;
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::prelude::*;
 use burn::tensor::Distribution;
+use clap::Parser;
+use flow_rl::backend::Backend;
 use flow_rl::models::mlp::{MlpPolicy, MlpPolicyConfig};
 use flow_rl::policy::{FlowPolicy, Unconditional};
 use flow_rl::reward::{HostReward, RewardSet};
@@ -22,8 +25,18 @@ use flow_rl::trainer::{Trainer, TrainerConfig};
 
 const STEPS: usize = 10;
 
+/// Time a trainer step against the policy's own passes, for two MLP sizes.
+#[derive(Parser, Debug)]
+struct Args {
+    /// flex, wgpu, vulkan or cuda, among those compiled in [default: $BURN_DEVICE, else the
+    /// build's default: cuda, vulkan, wgpu, then flex]
+    #[arg(long)]
+    backend: Option<Backend>,
+}
+
 fn main() -> flow_rl::Result<()> {
-    let device = Device::default().autodiff();
+    let args = Args::parse();
+    let device = Backend::from_flag(args.backend)?.open()?.autodiff();
     println!(
         "{:<20} {:>10} {:>12} {:>11} {:>10} {:>16}",
         "policy", "step (ms)", "policy (ms)", "AdamW (ms)", "overhead", "excluding AdamW"

@@ -68,6 +68,17 @@ pub enum Error {
         problems: Vec<WeightProblem>,
     },
 
+    /// A backend's device could not run a computation: no GPU, or no driver for it.
+    #[error("the {backend} backend has no usable device: {message}. To fix: {hint}")]
+    BackendUnavailable {
+        /// The backend, e.g. `wgpu`.
+        backend: String,
+        /// What went wrong, as the backend reported it.
+        message: String,
+        /// What to install or change.
+        hint: String,
+    },
+
     /// A tensor could not be read back from its device.
     #[error("could not read a tensor back from the device: {0}")]
     TensorRead(String),

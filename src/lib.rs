@@ -75,11 +75,14 @@
 //!
 //! The crate is written against burn's runtime [`Device`](burn::prelude::Device): `flex`
 //! (CPU, the default feature), `wgpu`/`vulkan` and `cuda` are cargo features that enable the
-//! corresponding burn backend. See the README for what builds where.
+//! corresponding burn backend. [`backend::Backend`] picks one at run time (a `--backend`
+//! flag, or burn's `BURN_DEVICE` variable) with errors instead of panics. See the README for
+//! what builds where and what CI tests.
 
 #![warn(missing_docs)]
 
 pub mod advantage;
+pub mod backend;
 pub mod buffer;
 pub mod drift;
 pub mod error;
@@ -106,6 +109,7 @@ pub mod prelude {
         AdvantageConfig, Advantages, PromptStatTracker, PromptStatTrackerConfig, RewardCombination,
         StdScope,
     };
+    pub use crate::backend::Backend;
     pub use crate::error::{Error, Result};
     pub use crate::kernel::{
         Cps, CpsConfig, DanceSde, DanceSdeConfig, FlowSde, FlowSdeConfig, KernelConfig, Ode,

@@ -9,6 +9,7 @@
 //! ```sh
 //! cargo run --release --example quickstart
 //! cargo run --release --example quickstart -- --help
+//! cargo run --release --features wgpu --example quickstart -- --backend wgpu
 //! ```
 
 mod plot;
@@ -19,6 +20,7 @@ use std::time::Instant;
 
 use burn::prelude::*;
 use clap::Parser;
+use flow_rl::backend::Backend;
 use flow_rl::drift::trajectory_kl;
 use flow_rl::kernel::FlowSdeConfig;
 use flow_rl::models::mlp::{MlpPolicy, MlpPolicyConfig};
@@ -48,6 +50,10 @@ struct Args {
     /// Where the metrics and the plot are written.
     #[arg(long, default_value = "out/quickstart")]
     output_dir: PathBuf,
+    /// flex, wgpu, vulkan or cuda, among those compiled in [default: $BURN_DEVICE, else the
+    /// build's default: cuda, vulkan, wgpu, then flex]
+    #[arg(long)]
+    backend: Option<Backend>,
 }
 
 /// Drift is measured every this many steps (it costs a 512-sample rollout of two models).
@@ -85,7 +91,7 @@ fn run(args: Args) -> Result<()> {
         path: args.output_dir.display().to_string(),
         message: err.to_string(),
     })?;
-    let device = Device::default().autodiff();
+    let device = Backend::from_flag(args.backend)?.open()?.autodiff();
     device.seed(args.seed);
 
     let base = pretrain(&args, &device)?;

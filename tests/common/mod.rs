@@ -2,6 +2,7 @@
 //! straight from the formulas, independent of the crate's algebra, and batch builders.
 #![allow(dead_code)]
 
+pub mod objectives;
 pub mod toy;
 
 use burn::prelude::*;

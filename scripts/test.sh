@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# The test suite, as CI runs it, on a machine with or without a GPU:
+#   1. every test on flex, the default CPU backend (`cargo test`);
+#   2. the backend-conformance suite on wgpu, compared with flex
+#      (`cargo test --profile conformance --features wgpu --test backends`; that profile,
+#      in Cargo.toml, builds dependencies at opt-level 1 without debug info: 15 min from
+#      nothing on 2 cores, against 26 min for the dev profile even after the flex build).
+# Step 2 needs a Vulkan driver. Without a GPU that is Mesa's software Vulkan (lavapipe), which
+# this script installs with apt-get when no Vulkan driver is found (as root, or through sudo
+# when it needs no password); otherwise it says what to install and stops.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+vulkan_driver_present() {
+    # The loader finds drivers through ICD manifests in these directories.
+    local dir
+    for dir in /usr/share/vulkan/icd.d /etc/vulkan/icd.d /usr/local/share/vulkan/icd.d; do
+        if compgen -G "$dir/*.json" >/dev/null; then
+            # A manifest without the loader itself (libvulkan1) is not enough.
+            ldconfig -p 2>/dev/null | grep -q 'libvulkan\.so\.1' && return 0
+        fi
+    done
+    return 1
+}
+
+install_vulkan_driver() {
+    local packages=(mesa-vulkan-drivers libvulkan1)
+    if ! command -v apt-get >/dev/null 2>&1; then
+        echo "No Vulkan driver found, and no apt-get to install one. Install your GPU's" \
+             "Vulkan driver, or Mesa's software Vulkan (lavapipe), then run this again." >&2
+        return 1
+    fi
+    local run=()
+    if [ "$(id -u)" -ne 0 ]; then
+        if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+            run=(sudo)
+        else
+            echo "No Vulkan driver found. Install Mesa's software Vulkan as root:" >&2
+            echo "    apt-get update && apt-get install -y ${packages[*]}" >&2
+            return 1
+        fi
+    fi
+    echo "No Vulkan driver found: installing ${packages[*]} (Mesa's software Vulkan, lavapipe)"
+    "${run[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    "${run[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+        --no-install-recommends "${packages[@]}"
+}
+
+if ! vulkan_driver_present; then
+    install_vulkan_driver
+fi
+
+# Lavapipe's window-system code complains (harmlessly) when this is unset; a private empty
+# directory quiets it.
+if [ -z "${XDG_RUNTIME_DIR:-}" ]; then
+    XDG_RUNTIME_DIR="$(mktemp -d)"
+    export XDG_RUNTIME_DIR
+fi
+
+cargo test
+cargo test --profile conformance --features wgpu --test backends
