@@ -19,6 +19,7 @@ use burn::module::Module;
 use burn::prelude::*;
 use burn::tensor::{Distribution, FloatDType};
 use clap::{Parser, ValueEnum};
+use flow_rl::backend::Backend;
 use flow_rl::models::mmdit::{
     LoraMemoryEstimate, LoraTarget, LoraWorkload, MmditConfig, MmditLoraConfig,
 };
@@ -47,6 +48,10 @@ enum Precision {
 /// MMDiT forward and LoRA forward+backward throughput with random weights.
 #[derive(Parser, Debug)]
 struct Args {
+    /// flex, wgpu, vulkan or cuda, among those compiled in [default: $BURN_DEVICE, else the
+    /// build's default: cuda, vulkan, wgpu, then flex]
+    #[arg(long)]
+    backend: Option<Backend>,
     /// The architecture.
     #[arg(long, value_enum, default_value = "tiny")]
     config: Preset,
@@ -98,7 +103,7 @@ fn main() -> flow_rl::Result<()> {
             .with_qk_norm(true)
             .with_dual_attention_layers((0..args.depth / 2).collect()),
     };
-    let device = Device::default();
+    let device = Backend::from_flag(args.backend)?.open()?;
     let dtype = match args.precision {
         Precision::F32 => FloatDType::F32,
         Precision::Bf16 => FloatDType::BF16,
