@@ -1,4 +1,5 @@
-//! Backend conformance: the crate's numerics on every compiled backend, compared with `flex`.
+//! Backend conformance: the crate's numerics on every compiled backend, compared with `flex`:
+//! kernels, objectives, advantages, trainer steps and the SD3-family MMDiT.
 //!
 //! Each check builds its inputs on the host from a seeded [`flow_rl::Rng`], moves them to the
 //! device under test and to the reference device (`Device::flex()`), runs the same public API
@@ -25,6 +26,7 @@ mod common;
 mod advantages;
 mod harness;
 mod kernels;
+mod mmdit;
 mod objectives;
 mod trainer;
 
@@ -35,7 +37,7 @@ macro_rules! conformance_suite {
         mod $module {
             use flow_rl::backend::Backend;
 
-            use super::{advantages, harness, kernels, objectives, trainer};
+            use super::{advantages, harness, kernels, mmdit, objectives, trainer};
 
             fn device() -> burn::prelude::Device {
                 harness::device_under_test(Backend::$backend)
@@ -74,6 +76,11 @@ macro_rules! conformance_suite {
             #[test]
             fn five_trainer_steps_of_the_mlp_toy() {
                 trainer::check(&device());
+            }
+
+            #[test]
+            fn mmdit_forward_lora_and_gradient() {
+                mmdit::check(&device());
             }
         }
     )*};
