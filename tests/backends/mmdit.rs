@@ -92,7 +92,11 @@ fn latent_gradient(device: &Device) -> Vec<f64> {
 pub fn check(device: &Device) {
     let reference = reference_device();
     for (lora, expected) in [(false, "dual.velocity"), (true, "dual.lora_velocity")] {
-        let what = if lora { "velocity with LoRA" } else { "velocity" };
+        let what = if lora {
+            "velocity with LoRA"
+        } else {
+            "velocity"
+        };
         let got = velocity(&model(device, lora), device);
         let want = velocity(&model(&reference, lora), &reference);
         assert_matches("mmdit", what, &got, &want, NETWORK.scaled_abs(&want));

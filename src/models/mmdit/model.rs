@@ -1,7 +1,6 @@
 //! The MMDiT module, its forward pass, its input checks, and its [`FlowPolicy`] impl.
 
-use burn::module::Module;
-use burn::module::{ModuleMapper, Param};
+use burn::module::{Module, ModuleMapper, Param};
 use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::{DType, FloatDType};
@@ -89,7 +88,9 @@ impl Mmdit {
     }
 
     /// The model with every parameter (LoRA factors included) cast to `dtype`, e.g. bf16
-    /// for a model built with random weights. Activations follow the weights' dtype.
+    /// for a model built with random weights. Activations follow the weights' dtype. This
+    /// initialises lazily built parameters; to load weights in another dtype, pass the cast
+    /// to [`MmditCheckpoint::load_into`](super::MmditCheckpoint::load_into) instead.
     pub fn with_dtype(self, dtype: FloatDType) -> Self {
         self.map(&mut CastFloats { dtype })
     }
