@@ -122,19 +122,26 @@ impl WeightProblem {
             found: Some(found),
         }
     }
+
+    /// `"missing"`, `"unexpected"` or `"mis-shaped"`, as the error message counts them.
+    pub fn kind(&self) -> &'static str {
+        match (&self.expected, &self.found) {
+            (Some(_), None) => "missing",
+            (None, Some(_)) => "unexpected",
+            (Some(_), Some(_)) => "mis-shaped",
+            (None, None) => "unreadable",
+        }
+    }
 }
 
 impl std::fmt::Display for WeightProblem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} `{}`", self.kind(), self.key)?;
         match (&self.expected, &self.found) {
-            (Some(expected), None) => write!(f, "missing `{}`: expected {expected:?}", self.key),
-            (None, Some(found)) => write!(f, "unexpected `{}`: found {found:?}", self.key),
-            (Some(expected), Some(found)) => write!(
-                f,
-                "mis-shaped `{}`: expected {expected:?}, found {found:?}",
-                self.key
-            ),
-            (None, None) => write!(f, "`{}`", self.key),
+            (Some(expected), None) => write!(f, ": expected {expected:?}"),
+            (None, Some(found)) => write!(f, ": found {found:?}"),
+            (Some(expected), Some(found)) => write!(f, ": expected {expected:?}, found {found:?}"),
+            (None, None) => Ok(()),
         }
     }
 }
@@ -143,17 +150,13 @@ impl std::fmt::Display for WeightProblem {
 const LISTED_PROBLEMS: usize = 40;
 
 fn describe_weight_problems(path: &str, problems: &[WeightProblem]) -> String {
-    let count = |missing: bool, unexpected: bool| {
-        problems
-            .iter()
-            .filter(|p| (p.found.is_none() == missing) && (p.expected.is_none() == unexpected))
-            .count()
-    };
+    let count = |kind: &str| problems.iter().filter(|p| p.kind() == kind).count();
     let mut message = format!(
-        "weights in {path} do not fit the model ({} missing, {} unexpected, {} mis-shaped;          nothing was loaded):",
-        count(true, false),
-        count(false, true),
-        count(false, false),
+        "weights in {path} do not fit the model ({} missing, {} unexpected, {} mis-shaped; \
+         nothing was loaded):",
+        count("missing"),
+        count("unexpected"),
+        count("mis-shaped"),
     );
     for problem in problems.iter().take(LISTED_PROBLEMS) {
         message.push_str(&format!("\n  {problem}"));

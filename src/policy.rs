@@ -22,6 +22,14 @@ pub trait ConditionBatch: Clone + std::fmt::Debug + Send + Sync {
 
     /// The batches one after another.
     fn concat(batches: &[Self]) -> Self;
+
+    /// Checks that `other`'s conditions can follow these in one batch, so that a join the
+    /// caller is about to make fails with an [`Error`] rather than a panic in
+    /// [`concat`](ConditionBatch::concat). Accepts everything by default.
+    fn check_joinable(&self, other: &Self) -> Result<()> {
+        let _ = other;
+        Ok(())
+    }
 }
 
 /// The condition of a model that takes none; only its count matters.
@@ -59,6 +67,27 @@ impl<const D: usize> ConditionBatch for Tensor<D> {
     fn concat(batches: &[Self]) -> Self {
         Tensor::cat(batches.to_vec(), 0)
     }
+
+    /// Rows join when their shapes past the batch axis agree (e.g. the token count `L` of
+    /// context embeddings `[B, L, D]`).
+    fn check_joinable(&self, other: &Self) -> Result<()> {
+        let (ours, theirs) = (self.dims(), other.dims());
+        if ours[1..] == theirs[1..] {
+            return Ok(());
+        }
+        Err(Error::shape(
+            "condition",
+            format!(
+                "[_, {}] to join a condition batch of shape {ours:?}",
+                ours[1..]
+                    .iter()
+                    .map(usize::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            theirs,
+        ))
+    }
 }
 
 /// Pairs of condition batches (e.g. SD3's context and pooled embeddings) are batches.
@@ -75,6 +104,11 @@ impl<A: ConditionBatch, B: ConditionBatch> ConditionBatch for (A, B) {
         let first: Vec<A> = batches.iter().map(|b| b.0.clone()).collect();
         let second: Vec<B> = batches.iter().map(|b| b.1.clone()).collect();
         (A::concat(&first), B::concat(&second))
+    }
+
+    fn check_joinable(&self, other: &Self) -> Result<()> {
+        self.0.check_joinable(&other.0)?;
+        self.1.check_joinable(&other.1)
     }
 }
 
@@ -204,6 +238,8 @@ impl<P: FlowPolicy> FlowPolicy for Guided<P> {
     fn validate_input(&self, latents: [usize; 2], condition: &Self::Condition) -> Result<()> {
         self.policy.validate_input(latents, condition)?;
         self.policy
-            .validate_input([1, latents[1]], &self.unconditional)
+            .validate_input([1, latents[1]], &self.unconditional)?;
+        // Both branches run as one batch.
+        condition.check_joinable(&self.unconditional)
     }
 }

@@ -12,7 +12,7 @@ use flow_rl::Error;
 use flow_rl::models::mmdit::{
     LoraTarget, Mmdit, MmditCheckpoint, MmditConfig, MmditLoraConfig, PromptEmbeddings,
 };
-use flow_rl::policy::checked_velocity;
+use flow_rl::policy::{Guided, checked_velocity};
 use flow_rl::reward::{HostReward, RewardSet};
 use flow_rl::trainer::{Trainer, TrainerConfig};
 
@@ -140,6 +140,21 @@ fn bad_inputs_get_errors_that_say_what_was_expected() {
     assert!(error.contains("with_latent_size"), "{error}");
     let model = model.with_latent_size(4, 6);
     assert!(checked_velocity(&model, not_square, sigma.clone(), &condition).is_ok());
+    // Guidance runs both branches as one batch: their contexts must have the same length.
+    let unconditional = (
+        Tensor::random([1, 5, 64], normal, &device),
+        good.pooled.clone(),
+    );
+    let guided = Guided::new(model.clone(), 4.5, unconditional).unwrap();
+    let error = checked_velocity(
+        &guided,
+        Tensor::zeros([1, 384], &device),
+        sigma.clone(),
+        &condition,
+    )
+    .unwrap_err();
+    assert!(matches!(error, Error::ShapeMismatch { .. }), "{error:?}");
+    assert!(error.to_string().contains("[1, 5, 64]"), "{error}");
     let narrow = (Tensor::random([1, 3, 8], normal, &device), good.pooled);
     let error = checked_velocity(&model, Tensor::zeros([1, 384], &device), sigma, &narrow)
         .unwrap_err()
@@ -209,7 +224,10 @@ fn weights_of_another_shape_list_every_offending_key() {
     assert_eq!(mis_shaped.found, Some(vec![64, 32]));
     assert!(problems.iter().any(|p| p.key.contains("joint_blocks.2.")));
     let message = error.to_string();
-    assert!(message.contains("mis-shaped") && message.contains("nothing was loaded"));
+    assert!(
+        message.contains("mis-shaped; nothing was loaded):"),
+        "{message}"
+    );
 
     // The other way round, the dual checkpoint's extra tensors are unexpected.
     let dual = MmditCheckpoint::open(fixture("dual/diffusers")).unwrap();
@@ -598,8 +616,10 @@ fn a_lora_file_that_does_not_fit_lists_its_problems() {
     };
     let to_q_b = "transformer.transformer_blocks.0.attn.to_q.lora_B.weight";
     let to_k_a = "transformer.transformer_blocks.0.attn.to_k.lora_A.weight";
+    // The first factor in the model's own order, whose shape could be mistaken for the rank.
+    let add_k_a = "transformer.transformer_blocks.0.attn.add_k_proj.lora_A.weight";
     let path = edited_adapter("broken-lora.safetensors", |tensors| {
-        tensors.retain(|(key, _, _)| key != to_q_b);
+        tensors.retain(|(key, _, _)| key != to_q_b && key != add_k_a);
         let to_k = tensors
             .iter_mut()
             .find(|(key, _, _)| key == to_k_a)
@@ -627,6 +647,12 @@ fn a_lora_file_that_does_not_fit_lists_its_problems() {
         (wrong.expected.clone(), wrong.found.clone()),
         (Some(vec![4, 32]), Some(vec![3, 32]))
     );
+    let missing_first = problems
+        .iter()
+        .find(|p| p.key == add_k_a)
+        .expect("add_k_proj A listed");
+    assert_eq!(missing_first.expected, Some(vec![4, 32]));
+    assert_eq!(problems.len(), 3, "{problems:?}");
 
     let path = edited_adapter("foreign-lora.safetensors", |tensors| {
         tensors[0].0 = "transformer.transformer_blocks.9.attn.to_q.lora_A.weight".into();

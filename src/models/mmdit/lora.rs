@@ -218,10 +218,15 @@ impl Mmdit {
             .keys()
             .filter_map(|name| split_factor(name).map(|(module, _)| module))
             .collect();
+        // In burn's layout A is `[in, r]` and B is `[r, out]`; either kind gives the rank, so
+        // a file that lacks some A factor still has its other factors checked against it.
         let rank = factors
-            .values()
+            .iter()
             .next()
-            .map(|(_, data)| data.shape()[1])
+            .map(|(name, (_, data))| {
+                let axis = if name.ends_with(".a") { 1 } else { 0 };
+                data.shape()[axis]
+            })
             .ok_or_else(|| error("no LoRA factors in the file".into()))?;
         let alpha = match file.metadata_value("lora_alpha") {
             Some(text) => text
