@@ -265,9 +265,11 @@ fn diffusers(builder: &mut Builder, config: &MmditConfig) {
     builder.layer("final_layer.proj", "proj_out", AsStored);
 }
 
-/// The diffusers module name of each of the model's Linear layers, e.g.
-/// `blocks.0.image.attention.query` → `transformer_blocks.0.attn.to_q`: the names LoRA
-/// adapter files use.
+/// The diffusers module name of each of the model's Linear layers that diffusers stores as
+/// they are, e.g. `blocks.0.image.attention.query` → `transformer_blocks.0.attn.to_q`: the
+/// names LoRA adapter files use. The two adaLN projections diffusers stores with swapped
+/// halves (the final layer's and the last block's context side) are left out, since an
+/// adapter file's factor for them would need the same swap.
 pub(crate) fn diffusers_linear_names(config: &MmditConfig) -> Vec<(String, String)> {
     entries(WeightLayout::Diffusers, config)
         .into_iter()

@@ -1,6 +1,8 @@
 //! Loading SD3-family weights: Stability AI's single files and diffusers' layout.
 
 mod checkpoint;
+mod files;
+mod infer;
 mod keymap;
 
 pub use checkpoint::MmditCheckpoint;
