@@ -1,6 +1,6 @@
 //! An estimate of the memory LoRA fine-tuning of an MMDiT needs, by part.
 
-use burn::tensor::FloatDType;
+use burn::tensor::{DType, FloatDType};
 use serde::Serialize;
 
 use super::MmditConfig;
@@ -139,9 +139,5 @@ impl MmditConfig {
 }
 
 fn dtype_bytes(dtype: FloatDType) -> u64 {
-    match dtype {
-        FloatDType::F64 => 8,
-        FloatDType::F32 | FloatDType::Flex32 => 4,
-        FloatDType::F16 | FloatDType::BF16 => 2,
-    }
+    DType::from(dtype).size() as u64
 }

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use burn::prelude::*;
-use burn::tensor::{DType, TensorData};
+use burn::tensor::DType;
 
 use super::MmditCondition;
 use super::MmditConfig;
@@ -169,8 +169,8 @@ impl PromptEmbeddings {
     /// Writes the embeddings (in their dtype) to `path`, atomically.
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
         let mut file = SafetensorsFile::new();
-        file.insert("context", host_data(self.context.clone())?);
-        file.insert("pooled", host_data(self.pooled.clone())?);
+        file.insert("context", self.context.clone().into_data());
+        file.insert("pooled", self.pooled.clone().into_data());
         file.metadata("format", FORMAT);
         file.metadata("version", VERSION);
         file.metadata(
@@ -178,17 +178,5 @@ impl PromptEmbeddings {
             serde_json::to_string(&self.prompts).expect("strings serialise"),
         );
         write_file_atomically(path.as_ref(), &file)
-    }
-}
-
-fn host_data<const D: usize>(tensor: Tensor<D>) -> Result<TensorData> {
-    let data = tensor.into_data();
-    match data.dtype() {
-        DType::F32 | DType::F16 | DType::BF16 | DType::F64 => Ok(data),
-        other => Err(Error::invalid(
-            "embedding dtype",
-            format!("{other:?}"),
-            "f32, f16, bf16 or f64",
-        )),
     }
 }

@@ -10,6 +10,14 @@ use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use crate::error::{Error, Result};
 use crate::io::write_atomically;
 
+/// The float dtypes these files hold, as safetensors and burn name them.
+const FLOAT_DTYPES: [(Dtype, DType); 4] = [
+    (Dtype::F32, DType::F32),
+    (Dtype::F16, DType::F16),
+    (Dtype::BF16, DType::BF16),
+    (Dtype::F64, DType::F64),
+];
+
 /// Named tensors and string metadata, held on the host.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct SafetensorsFile {
@@ -39,17 +47,16 @@ impl SafetensorsFile {
             .map_err(|err| error(format!("not a safetensors file: {err}")))?;
         let mut tensors = BTreeMap::new();
         for (name, view) in file.tensors() {
-            let dtype = match view.dtype() {
-                Dtype::F32 => DType::F32,
-                Dtype::F16 => DType::F16,
-                Dtype::BF16 => DType::BF16,
-                Dtype::F64 => DType::F64,
-                other => {
-                    return Err(error(format!(
-                        "`{name}` is {other:?}; expected a float tensor (f32, f16, bf16, f64)"
-                    )));
-                }
-            };
+            let dtype = FLOAT_DTYPES
+                .iter()
+                .find(|(stored, _)| *stored == view.dtype())
+                .map(|&(_, dtype)| dtype)
+                .ok_or_else(|| {
+                    error(format!(
+                        "`{name}` is {:?}; expected a float tensor (f32, f16, bf16, f64)",
+                        view.dtype()
+                    ))
+                })?;
             let data =
                 TensorData::from_bytes_vec(view.data().to_vec(), view.shape().to_vec(), dtype);
             tensors.insert(name, data);
@@ -83,19 +90,17 @@ impl SafetensorsFile {
             .tensors
             .iter()
             .map(|(name, data)| {
-                let dtype = match data.dtype() {
-                    DType::F32 => Dtype::F32,
-                    DType::F16 => Dtype::F16,
-                    DType::BF16 => Dtype::BF16,
-                    DType::F64 => Dtype::F64,
-                    other => {
-                        return Err(Error::invalid(
+                let dtype = FLOAT_DTYPES
+                    .iter()
+                    .find(|(_, dtype)| *dtype == data.dtype())
+                    .map(|&(stored, _)| stored)
+                    .ok_or_else(|| {
+                        Error::invalid(
                             format!("dtype of `{name}`"),
-                            format!("{other:?}"),
+                            format!("{:?}", data.dtype()),
                             "a float dtype (f32, f16, bf16, f64)",
-                        ));
-                    }
-                };
+                        )
+                    })?;
                 let view = TensorView::new(dtype, data.shape().to_vec(), data.as_bytes())
                     .map_err(|err| Error::invalid(name.clone(), err, "a consistent tensor"))?;
                 Ok((name.as_str(), view))
