@@ -2,12 +2,15 @@
 //! LoRA (trainable set, save/load, bf16 base, merge), prompt-embedding files, gradients, and
 //! training through the crate's trainer.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::PathBuf;
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::prelude::*;
 use burn::tensor::{DType, Distribution, FloatDType, TensorData};
+use common::mmdit_fixture::fixture;
 use flow_rl::Error;
 use flow_rl::models::mmdit::{
     LoraTarget, Mmdit, MmditCheckpoint, MmditConfig, MmditLoraConfig, PromptEmbeddings,
@@ -15,12 +18,6 @@ use flow_rl::models::mmdit::{
 use flow_rl::policy::{Guided, checked_velocity};
 use flow_rl::reward::{HostReward, RewardSet};
 use flow_rl::trainer::{Trainer, TrainerConfig};
-
-fn fixture(relative: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/mmdit")
-        .join(relative)
-}
 
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("flow-rl-mmdit-{}", std::process::id()));

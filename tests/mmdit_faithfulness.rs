@@ -3,13 +3,15 @@
 //! MMDiT-X dual attention, qk-norm on, saved in both key layouts, a PEFT LoRA adapter, inputs
 //! and diffusers' output velocities). See `tests/fixtures/mmdit/README.md`.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
-use burn::tensor::{DType, FloatDType, TensorData};
+use burn::tensor::{DType, FloatDType};
+use common::mmdit_fixture::{Cases, fixture};
 use flow_rl::models::mmdit::{Mmdit, MmditCheckpoint, MmditConfig, PromptEmbeddings, WeightLayout};
 use flow_rl::policy::checked_velocity;
-use safetensors::SafeTensors;
 
 /// f32 against diffusers in f32: `max|ours − theirs| ≤ F32_TOLERANCE · max|theirs|`. Both
 /// sides compute in f32 from the same bf16-exact weights; only the order of reductions
@@ -19,43 +21,6 @@ const F32_TOLERANCE: f32 = 1e-4;
 /// intermediates to 8 mantissa bits (the two bf16 runs differ from the f32 one by up to
 /// 0.03 at max |v| ≈ 4.5, as the fixture's README records).
 const BF16_TOLERANCE: f32 = 2e-2;
-
-fn fixture(relative: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/mmdit")
-        .join(relative)
-}
-
-/// The fixture's inputs and expected outputs.
-struct Cases {
-    bytes: Vec<u8>,
-}
-
-impl Cases {
-    fn load() -> Self {
-        Self {
-            bytes: std::fs::read(fixture("cases.safetensors")).expect("fixture cases"),
-        }
-    }
-
-    fn values(&self, name: &str) -> (Vec<f32>, Vec<usize>) {
-        let file = SafeTensors::deserialize(&self.bytes).expect("safetensors");
-        let view = file
-            .tensor(name)
-            .unwrap_or_else(|_| panic!("no `{name}` in cases"));
-        let values = view
-            .data()
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
-        (values, view.shape().to_vec())
-    }
-
-    fn tensor<const D: usize>(&self, name: &str, device: &Device) -> Tensor<D> {
-        let (values, shape) = self.values(name);
-        Tensor::from_data(TensorData::new(values, shape), device)
-    }
-}
 
 fn host(tensor: Tensor<4>) -> Vec<f32> {
     tensor.into_data().convert::<f32>().try_to_vec().unwrap()
@@ -134,6 +99,14 @@ fn both_layouts_infer_the_fixture_architecture() {
     }
     let single = MmditCheckpoint::open(fixture("plain/official.safetensors")).unwrap();
     assert_eq!(single.other_components(), 1, "the VAE key is set aside");
+}
+
+/// diffusers' `model.parameters()` counts of the fixture's models (the positional table is
+/// a buffer there, 8·8·32 = 2048 values more here).
+#[test]
+fn parameter_counts_match_diffusers() {
+    assert_eq!(expected_config("plain").num_params(), 80_256 + 2048);
+    assert_eq!(expected_config("dual").num_params(), 125_568 + 2048);
 }
 
 #[test]

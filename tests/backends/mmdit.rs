@@ -1,21 +1,13 @@
 //! The SD3-family MMDiT: the committed diffusers fixture's dual-attention model, forward
 //! with and without its LoRA adapter, and the gradient with respect to the latents.
 
-use std::path::{Path, PathBuf};
-
 use burn::prelude::*;
 use burn::tensor::FloatDType;
 use flow_rl::Rng;
 use flow_rl::models::mmdit::{Mmdit, MmditCheckpoint, PromptEmbeddings};
-use safetensors::SafeTensors;
 
+use super::common::mmdit_fixture::{Cases, fixture};
 use super::harness::{NETWORK, assert_matches, host, normals, reference_device};
-
-fn fixture(relative: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/mmdit")
-        .join(relative)
-}
 
 /// The fixture's model in f32 on `device`, with its adapter if `lora`.
 fn model(device: &Device, lora: bool) -> Mmdit {
@@ -33,31 +25,13 @@ fn model(device: &Device, lora: bool) -> Mmdit {
     }
 }
 
-/// A tensor of the fixture's `cases.safetensors` as f32 values and shape.
-fn case(name: &str) -> (Vec<f32>, Vec<usize>) {
-    let bytes = std::fs::read(fixture("cases.safetensors")).unwrap();
-    let file = SafeTensors::deserialize(&bytes).unwrap();
-    let view = file.tensor(name).unwrap();
-    let values = view
-        .data()
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect();
-    (values, view.shape().to_vec())
-}
-
-fn tensor<const D: usize>(name: &str, device: &Device) -> Tensor<D> {
-    let (values, shape) = case(name);
-    Tensor::from_data(TensorData::new(values, shape), device)
-}
-
 /// The velocity on `device`, as f64.
-fn velocity(model: &Mmdit, device: &Device) -> Vec<f64> {
+fn velocity(model: &Mmdit, cases: &Cases, device: &Device) -> Vec<f64> {
     let prompts = PromptEmbeddings::load(fixture("prompts.safetensors"), device).unwrap();
     let output = model
         .forward(
-            tensor("latents", device),
-            tensor("timestep", device),
+            cases.tensor("latents", device),
+            cases.tensor("timestep", device),
             prompts.context,
             prompts.pooled,
         )
@@ -66,19 +40,19 @@ fn velocity(model: &Mmdit, device: &Device) -> Vec<f64> {
 }
 
 /// `d/dx Σ w·v(x)` on `device` (autodiff) for fixed host weights `w`.
-fn latent_gradient(device: &Device) -> Vec<f64> {
+fn latent_gradient(cases: &Cases, device: &Device) -> Vec<f64> {
     let device = device.clone().autodiff();
     let model = model(&device, true);
     let prompts = PromptEmbeddings::load(fixture("prompts.safetensors"), &device).unwrap();
-    let (_, shape) = case("latents");
+    let (_, shape) = cases.values("latents");
     let count = shape.iter().product();
     let weights = normals(&mut Rng::seed_from(11), count);
     let weights = Tensor::<4>::from_data(TensorData::new(weights, shape), &device);
-    let latents = tensor::<4>("latents", &device).require_grad();
+    let latents = cases.tensor::<4>("latents", &device).require_grad();
     let output = model
         .forward(
             latents.clone(),
-            tensor("timestep", &device),
+            cases.tensor("timestep", &device),
             prompts.context,
             prompts.pooled,
         )
@@ -91,16 +65,22 @@ fn latent_gradient(device: &Device) -> Vec<f64> {
 /// gradient against flex.
 pub fn check(device: &Device) {
     let reference = reference_device();
+    let cases = Cases::load();
     for (lora, expected) in [(false, "dual.velocity"), (true, "dual.lora_velocity")] {
         let what = if lora {
             "velocity with LoRA"
         } else {
             "velocity"
         };
-        let got = velocity(&model(device, lora), device);
-        let want = velocity(&model(&reference, lora), &reference);
+        let got = velocity(&model(device, lora), &cases, device);
+        let want = velocity(&model(&reference, lora), &cases, &reference);
         assert_matches("mmdit", what, &got, &want, NETWORK.scaled_abs(&want));
-        let diffusers: Vec<f64> = case(expected).0.into_iter().map(f64::from).collect();
+        let diffusers: Vec<f64> = cases
+            .values(expected)
+            .0
+            .into_iter()
+            .map(f64::from)
+            .collect();
         assert_matches(
             "mmdit",
             &format!("{what} against diffusers"),
@@ -109,8 +89,8 @@ pub fn check(device: &Device) {
             NETWORK.scaled_abs(&diffusers),
         );
     }
-    let want = latent_gradient(&reference);
-    let got = latent_gradient(device);
+    let want = latent_gradient(&cases, &reference);
+    let got = latent_gradient(&cases, device);
     assert_matches(
         "mmdit",
         "latent gradient with LoRA",

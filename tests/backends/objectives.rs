@@ -83,17 +83,7 @@ fn decisions(metrics: &ObjectiveMetrics) -> Vec<(&'static str, f64)> {
 /// compute from exactly the device's inputs.
 fn rounded_to_f32(batch: &HostBatch) -> HostBatch {
     let round = |values: &[f64]| -> Vec<f64> { values.iter().map(|&v| v as f32 as f64).collect() };
-    HostBatch {
-        new_mean: round(&batch.new_mean),
-        old_mean: round(&batch.old_mean),
-        sample: round(&batch.sample),
-        std: round(&batch.std),
-        dt: round(&batch.dt),
-        advantages: round(&batch.advantages),
-        ref_mean: batch.ref_mean.as_deref().map(round),
-        velocity_scale: batch.velocity_scale.as_deref().map(round),
-        ..batch.clone()
-    }
+    batch.map_fields(round, round)
 }
 
 /// Asserts that no row sits within 1e-3 (relative) of a decision boundary of the objectives

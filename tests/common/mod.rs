@@ -2,6 +2,7 @@
 //! straight from the formulas, independent of the crate's algebra, and batch builders.
 #![allow(dead_code)]
 
+pub mod mmdit_fixture;
 pub mod objectives;
 pub mod toy;
 
@@ -204,17 +205,27 @@ impl HostBatch {
                 .collect()
         };
         let take = |values: &[f64]| -> Vec<f64> { order.iter().map(|&r| values[r]).collect() };
+        self.map_fields(take_rows, take)
+    }
+
+    /// The batch with `per_value` applied to each `[rows·dims]` field and `per_row` to each
+    /// `[rows]` field (every field, so that a new one cannot be forgotten).
+    pub fn map_fields(
+        &self,
+        per_value: impl Fn(&[f64]) -> Vec<f64>,
+        per_row: impl Fn(&[f64]) -> Vec<f64>,
+    ) -> Self {
         Self {
             rows: self.rows,
             dims: self.dims,
-            new_mean: take_rows(&self.new_mean),
-            old_mean: take_rows(&self.old_mean),
-            sample: take_rows(&self.sample),
-            std: take(&self.std),
-            dt: take(&self.dt),
-            advantages: take(&self.advantages),
-            ref_mean: self.ref_mean.as_deref().map(take_rows),
-            velocity_scale: self.velocity_scale.as_deref().map(take),
+            new_mean: per_value(&self.new_mean),
+            old_mean: per_value(&self.old_mean),
+            sample: per_value(&self.sample),
+            std: per_row(&self.std),
+            dt: per_row(&self.dt),
+            advantages: per_row(&self.advantages),
+            ref_mean: self.ref_mean.as_deref().map(&per_value),
+            velocity_scale: self.velocity_scale.as_deref().map(&per_row),
         }
     }
 }
