@@ -15,13 +15,12 @@
 
 use std::time::Instant;
 
-use burn::module::Module;
 use burn::prelude::*;
 use burn::tensor::{Distribution, FloatDType};
 use clap::{Parser, ValueEnum};
 use flow_rl::backend::Backend;
 use flow_rl::models::mmdit::{
-    LoraMemoryEstimate, LoraTarget, LoraWorkload, MmditConfig, MmditLoraConfig,
+    LoraMemoryEstimate, LoraTarget, LoraWorkload, Mmdit, MmditConfig, MmditLoraConfig,
 };
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -134,12 +133,7 @@ fn main() -> flow_rl::Result<()> {
     let inputs = Inputs::random(&config, latent, args.context_tokens, args.batch, &device);
     let mut memory = PeakMemory::new(&device);
     let forward = time(args.iterations, || {
-        let velocity = model.valid().forward(
-            inputs.latents.clone(),
-            inputs.timestep.clone(),
-            inputs.context.clone(),
-            inputs.pooled.clone(),
-        )?;
+        let velocity = inputs.run(&model)?;
         memory.sample();
         let _ = velocity.sum().into_scalar::<f32>();
         Ok(())
@@ -156,12 +150,7 @@ fn main() -> flow_rl::Result<()> {
     let inputs = inputs.to(&autodiff);
     let mut memory = PeakMemory::new(&autodiff);
     let backward = time(args.iterations, || {
-        let velocity = trainable.forward(
-            inputs.latents.clone(),
-            inputs.timestep.clone(),
-            inputs.context.clone(),
-            inputs.pooled.clone(),
-        )?;
+        let velocity = inputs.run(&trainable)?;
         memory.sample();
         let grads = velocity.powf_scalar(2.0).mean().backward();
         memory.sample();
@@ -230,6 +219,16 @@ impl Inputs {
         }
     }
 
+    /// The model's velocity for these inputs.
+    fn run(&self, model: &Mmdit) -> flow_rl::Result<Tensor<4>> {
+        model.forward(
+            self.latents.clone(),
+            self.timestep.clone(),
+            self.context.clone(),
+            self.pooled.clone(),
+        )
+    }
+
     fn to(&self, device: &Device) -> Self {
         Self {
             latents: self.latents.clone().to_device(device),
@@ -290,8 +289,12 @@ fn process_peak_rss() -> Option<u64> {
     Some(kib * 1024)
 }
 
+fn gibibytes(bytes: u64) -> f64 {
+    bytes as f64 / (1u64 << 30) as f64
+}
+
 fn gib(bytes: u64) -> String {
-    format!("{:.2} GiB", bytes as f64 / (1u64 << 30) as f64)
+    format!("{:.2} GiB", gibibytes(bytes))
 }
 
 fn print_estimates() {
@@ -325,7 +328,7 @@ fn print_estimates() {
 }
 
 fn print_row(name: &str, batch: usize, estimate: &LoraMemoryEstimate) {
-    let g = |bytes: u64| format!("{:.2}", bytes as f64 / (1u64 << 30) as f64);
+    let g = |bytes: u64| format!("{:.2}", gibibytes(bytes));
     println!(
         "{name:<14} {batch:>6} {:>9} {:>9} {:>9} {:>10} {:>12} {:>11} {:>9}   (GiB)",
         g(estimate.base_weights),
