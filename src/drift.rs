@@ -5,9 +5,8 @@ use burn::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::kernel::{StepKernel, gaussian_kl};
-use crate::policy::{ConditionBatch, FlowPolicy, checked_velocity};
+use crate::policy::{ConditionBatch, FlowPolicy, checked_velocity, first_device};
 use crate::rng::Rng;
-use crate::rollout::first_device;
 use crate::schedule::SigmaSchedule;
 use crate::tensor_util::host_values;
 

@@ -120,8 +120,9 @@ pub mod prelude {
         ObjectiveConfig, ObjectiveMetrics, ObjectiveOutput, RatioClip, RatioClipConfig,
         ReferenceKl, ReferenceKlConfig, RowBatch, TrustRegionObjective,
     };
-    pub use crate::policy::{ConditionBatch, FlowPolicy, Guided, Unconditional};
+    pub use crate::policy::{ConditionBatch, FlowPolicy, Guided, Unconditional, checked_velocity};
     pub use crate::reward::{HostReward, Reward, RewardSet};
+    pub use crate::rollout::{RolloutConfig, RolloutPlan};
     pub use crate::schedule::{SdeStepSelection, SigmaSchedule, SigmaScheduleConfig};
     pub use crate::trainer::{Trainer, TrainerConfig};
 }

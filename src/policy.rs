@@ -61,7 +61,7 @@ impl<const D: usize> ConditionBatch for Tensor<D> {
 
     fn pick(&self, indices: &[usize]) -> Self {
         self.clone()
-            .select(0, crate::rollout::int_index(indices, &self.device()))
+            .select(0, crate::tensor_util::int_index(indices, &self.device()))
     }
 
     fn concat(batches: &[Self]) -> Self {
@@ -136,10 +136,26 @@ pub trait FlowPolicy: Module + ModuleDisplay {
     /// Checks latents of shape `[B, N]` and their conditions before a forward pass, so that
     /// input the model cannot take fails with an [`Error`] that says what was expected,
     /// rather than a panic inside the network. Accepts everything by default.
+    ///
+    /// Implement it for any model with a fixed latent size or condition shape: return
+    /// [`Error::ShapeMismatch`] naming the value (e.g. `latent_dims`) when N differs from
+    /// the size the model was built for, since `TrainerConfig::latent_dims` comes from the
+    /// user and a mismatch would otherwise panic in the first layer.
     fn validate_input(&self, latents: [usize; 2], condition: &Self::Condition) -> Result<()> {
         let _ = (latents, condition);
         Ok(())
     }
+}
+
+/// The device of the policy's first parameter.
+pub(crate) fn first_device<P: Module>(policy: &P) -> Result<Device> {
+    policy.devices().into_iter().next().ok_or_else(|| {
+        Error::invalid(
+            "policy",
+            "a module without parameters",
+            "a policy with parameters",
+        )
+    })
 }
 
 /// Checks a policy's output shape against its input, so a wrong model fails with an error

@@ -4,10 +4,11 @@ use burn::config::Config;
 use burn::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::kernel::{Ode, StepKernel};
-use crate::policy::{ConditionBatch, FlowPolicy, checked_velocity};
+use crate::kernel::{Ode, StepCoefficients, StepKernel};
+use crate::policy::{ConditionBatch, FlowPolicy, checked_velocity, first_device};
 use crate::rng::Rng;
 use crate::schedule::SigmaSchedule;
+use crate::tensor_util::int_index;
 
 /// Configuration of [`rollout`].
 #[derive(Config, Debug, PartialEq)]
@@ -18,6 +19,59 @@ pub struct RolloutConfig {
     /// Start every member of a group from the same noise (otherwise each has its own).
     #[config(default = false)]
     pub shared_initial_noise: bool,
+    /// Samples per policy forward pass; `None` runs all samples of a step in one pass.
+    /// Only memory changes with it: the noise is drawn for all samples at once, so every
+    /// chunk size gives the same rows and samples.
+    pub batch_size: Option<usize>,
+}
+
+impl RolloutConfig {
+    /// Checks the counts.
+    pub fn validate(&self) -> Result<()> {
+        if self.group_size == 0 {
+            return Err(Error::invalid("group_size", 0, "at least 1"));
+        }
+        if self.batch_size == Some(0) {
+            return Err(Error::invalid(
+                "rollout batch_size",
+                0,
+                "at least 1 sample per forward pass, or None for all samples",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What a rollout samples with: the σ schedule, the kernel of the stochastic steps, which
+/// steps are stochastic (and recorded), and the latent size N.
+#[derive(Debug, Clone, Copy)]
+pub struct RolloutPlan<'a> {
+    /// The σ schedule of the denoising chain.
+    pub schedule: &'a SigmaSchedule,
+    /// The kernel of the stochastic steps; the other steps run the ODE.
+    pub kernel: &'a dyn StepKernel,
+    /// The stochastic (trained) steps, each in `0..schedule.steps()`.
+    pub sde_steps: &'a [usize],
+    /// The latent dimension N of one sample (flattened).
+    pub latent_dims: usize,
+}
+
+impl RolloutPlan<'_> {
+    /// Checks the latent size and that every SDE step is a step of the schedule.
+    fn validate(&self) -> Result<()> {
+        if self.latent_dims == 0 {
+            return Err(Error::invalid("latent_dims", 0, "at least 1"));
+        }
+        let steps = self.schedule.steps();
+        if let Some(&bad) = self.sde_steps.iter().find(|&&s| s >= steps) {
+            return Err(Error::invalid(
+                "sde step",
+                bad,
+                format!("a step in 0..{steps}"),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// The trained rows of one rollout: one row per (sample, SDE step), on the device and the host.
@@ -128,38 +182,32 @@ pub struct Rollout<C> {
     pub sde_steps: Vec<usize>,
 }
 
-/// Samples `group_conditions.len()` groups of `config.group_size` latents of `latent_dims`
-/// dimensions with `policy` under no-grad, running `kernel` at `sde_steps` and the ODE
-/// elsewhere, and records every SDE step's rows.
+/// Samples `group_conditions.len()` groups of `config.group_size` latents of
+/// `plan.latent_dims` dimensions with `policy` under no-grad, running `plan.kernel` at
+/// `plan.sde_steps` and the ODE elsewhere, and records every SDE step's rows.
 ///
-/// Noise comes from `rng` (through the device's generator), so the rollout is reproducible.
-#[allow(clippy::too_many_arguments)]
+/// The policy runs on chunks of `config.batch_size` samples. The noise comes from `rng` for
+/// all samples of a step at once, so the rollout is reproducible and does not depend on the
+/// chunk size.
 pub fn rollout<P: FlowPolicy>(
     policy: &P,
     group_conditions: &P::Condition,
     config: &RolloutConfig,
-    schedule: &SigmaSchedule,
-    kernel: &dyn StepKernel,
-    sde_steps: &[usize],
-    latent_dims: usize,
+    plan: &RolloutPlan<'_>,
     rng: &mut Rng,
 ) -> Result<Rollout<P::Condition>> {
+    config.validate()?;
+    plan.validate()?;
     let groups = group_conditions.len();
-    if groups == 0 || config.group_size == 0 || latent_dims == 0 {
+    if groups == 0 {
         return Err(Error::invalid(
-            "groups × group_size × latent_dims",
-            format!("{groups} × {} × {latent_dims}", config.group_size),
-            "all at least 1",
-        ));
-    }
-    if let Some(&bad) = sde_steps.iter().find(|&&s| s >= schedule.steps()) {
-        return Err(Error::invalid(
-            "sde step",
-            bad,
-            format!("a step in 0..{}", schedule.steps()),
+            "conditions",
+            "an empty batch",
+            "at least 1 condition (one per group)",
         ));
     }
     let policy = policy.valid();
+    let latent_dims = plan.latent_dims;
     let samples = groups * config.group_size;
     let sample_group: Vec<usize> = (0..samples).map(|i| i / config.group_size).collect();
     let conditions = group_conditions.pick(&sample_group);
@@ -170,91 +218,160 @@ pub fn rollout<P: FlowPolicy>(
     } else {
         rng.normal_tensor([samples, latent_dims], &device)
     };
+    let chunks = SampleChunks::new(&conditions, config.batch_size.unwrap_or(samples));
 
-    let mut rows = TrajectoryRows {
-        latents: Tensor::empty([0, latent_dims], &device),
-        next: Tensor::empty([0, latent_dims], &device),
-        old_mean: Tensor::empty([0, latent_dims], &device),
-        sigma: Vec::new(),
-        sigma_next: Vec::new(),
-        std: Vec::new(),
-        velocity_scale: Vec::new(),
-        step: Vec::new(),
-        sample: Vec::new(),
-        group: Vec::new(),
-    };
-    let (mut latents, mut nexts, mut means) = (Vec::new(), Vec::new(), Vec::new());
-    for step in 0..schedule.steps() {
-        let (sigma, sigma_next) = schedule.step(step)?;
-        let sigma_row = Tensor::<1>::full([samples], sigma, &device);
-        let velocity = checked_velocity(&policy, x.clone(), sigma_row, &conditions)?;
-        if !sde_steps.contains(&step) {
-            x = Ode
-                .transition(
-                    x,
-                    velocity,
-                    &vec![sigma; samples],
-                    &vec![sigma_next; samples],
-                )?
-                .mean;
+    let mut recorded = Vec::new();
+    for step in 0..plan.schedule.steps() {
+        let (sigma, sigma_next) = plan.schedule.step(step)?;
+        let velocity = chunks.velocity(&policy, &x, sigma)?;
+        let (sigmas, sigmas_next) = (vec![sigma; samples], vec![sigma_next; samples]);
+        if !plan.sde_steps.contains(&step) {
+            x = Ode.transition(x, velocity, &sigmas, &sigmas_next)?.mean;
             continue;
         }
-        let transition = kernel.transition(
-            x.clone(),
-            velocity,
-            &vec![sigma; samples],
-            &vec![sigma_next; samples],
-        )?;
+        let transition = plan
+            .kernel
+            .transition(x.clone(), velocity, &sigmas, &sigmas_next)?;
         let coefficients = transition.coefficients[0];
         if coefficients.std <= 0.0 {
             return Err(Error::invalid(
                 format!("sde step {step}"),
-                format!("{} with s = 0 (σ' = {sigma_next})", kernel.name()),
+                format!("{} with s = 0 (σ' = {sigma_next})", plan.kernel.name()),
                 "a step where the kernel is stochastic; the last step is deterministic for CPS",
             ));
         }
         let noise = rng.normal_tensor([samples, latent_dims], &device);
         let next = transition.sample(noise)?;
-        latents.push(x);
-        nexts.push(next.clone());
-        means.push(transition.mean);
-        rows.sigma.extend(std::iter::repeat_n(sigma, samples));
-        rows.sigma_next
-            .extend(std::iter::repeat_n(sigma_next, samples));
-        rows.std
-            .extend(std::iter::repeat_n(coefficients.std, samples));
-        rows.velocity_scale
-            .extend(std::iter::repeat_n(coefficients.velocity_scale, samples));
-        rows.step.extend(std::iter::repeat_n(step, samples));
-        rows.sample.extend(0..samples);
-        rows.group.extend(sample_group.iter().copied());
+        recorded.push(RecordedStep {
+            step,
+            sigma,
+            sigma_next,
+            coefficients,
+            latents: x,
+            next: next.clone(),
+            mean: transition.mean,
+        });
         x = next;
-    }
-    if !latents.is_empty() {
-        rows.latents = Tensor::cat(latents, 0);
-        rows.next = Tensor::cat(nexts, 0);
-        rows.old_mean = Tensor::cat(means, 0);
     }
     Ok(Rollout {
         samples: x,
+        rows: RecordedStep::into_rows(recorded, &sample_group, latent_dims, &device),
         conditions,
-        rows,
-        sde_steps: sde_steps.to_vec(),
+        sde_steps: plan.sde_steps.to_vec(),
     })
 }
 
-/// The device of the policy's first parameter.
-pub(crate) fn first_device<P: FlowPolicy>(policy: &P) -> Result<Device> {
-    policy.devices().into_iter().next().ok_or_else(|| {
-        Error::invalid(
-            "policy",
-            "a module without parameters",
-            "a policy with parameters",
-        )
-    })
+/// The samples of a rollout split into contiguous chunks of at most `size`, for the
+/// policy's forward passes.
+struct SampleChunks<C> {
+    /// The first and one-past-last sample of each chunk.
+    ranges: Vec<std::ops::Range<usize>>,
+    /// The conditions of each chunk; a single chunk holds the whole batch.
+    conditions: Vec<C>,
 }
 
-pub(crate) fn int_index(indices: &[usize], device: &Device) -> Tensor<1, Int> {
-    let values: Vec<i64> = indices.iter().map(|&i| i as i64).collect();
-    Tensor::from_data(TensorData::new(values, [indices.len()]), device)
+impl<C: ConditionBatch> SampleChunks<C> {
+    fn new(conditions: &C, size: usize) -> Self {
+        let samples = conditions.len();
+        let ranges: Vec<_> = (0..samples)
+            .step_by(size.max(1))
+            .map(|start| start..(start + size).min(samples))
+            .collect();
+        let conditions = if ranges.len() == 1 {
+            vec![conditions.clone()]
+        } else {
+            ranges
+                .iter()
+                .map(|range| conditions.pick(&range.clone().collect::<Vec<_>>()))
+                .collect()
+        };
+        Self { ranges, conditions }
+    }
+
+    /// The policy's velocity `[B, N]` for all samples `x` `[B, N]` at noise level `sigma`,
+    /// one forward pass per chunk.
+    fn velocity<P: FlowPolicy<Condition = C>>(
+        &self,
+        policy: &P,
+        x: &Tensor<2>,
+        sigma: f64,
+    ) -> Result<Tensor<2>> {
+        let device = x.device();
+        let mut parts = Vec::with_capacity(self.ranges.len());
+        for (range, conditions) in self.ranges.iter().zip(&self.conditions) {
+            let chunk = if self.ranges.len() == 1 {
+                x.clone()
+            } else {
+                x.clone().slice(s![range.clone(), ..])
+            };
+            let sigma_row = Tensor::<1>::full([range.len()], sigma, &device);
+            parts.push(checked_velocity(policy, chunk, sigma_row, conditions)?);
+        }
+        Ok(if parts.len() == 1 {
+            parts.remove(0)
+        } else {
+            Tensor::cat(parts, 0)
+        })
+    }
+}
+
+/// One stochastic step of a rollout, for all B samples.
+struct RecordedStep {
+    step: usize,
+    sigma: f64,
+    sigma_next: f64,
+    coefficients: StepCoefficients,
+    /// `x_t`, `[B, N]`.
+    latents: Tensor<2>,
+    /// `x'`, `[B, N]`.
+    next: Tensor<2>,
+    /// `μ_old`, `[B, N]`.
+    mean: Tensor<2>,
+}
+
+impl RecordedStep {
+    /// The steps as step-major rows: every sample of the first step, then the next step.
+    fn into_rows(
+        steps: Vec<Self>,
+        sample_group: &[usize],
+        latent_dims: usize,
+        device: &Device,
+    ) -> TrajectoryRows {
+        let samples = sample_group.len();
+        let mut rows = TrajectoryRows {
+            latents: Tensor::empty([0, latent_dims], device),
+            next: Tensor::empty([0, latent_dims], device),
+            old_mean: Tensor::empty([0, latent_dims], device),
+            sigma: Vec::new(),
+            sigma_next: Vec::new(),
+            std: Vec::new(),
+            velocity_scale: Vec::new(),
+            step: Vec::new(),
+            sample: Vec::new(),
+            group: Vec::new(),
+        };
+        if steps.is_empty() {
+            return rows;
+        }
+        let (mut latents, mut nexts, mut means) = (Vec::new(), Vec::new(), Vec::new());
+        for recorded in steps {
+            let per_sample = |value: f64| std::iter::repeat_n(value, samples);
+            rows.sigma.extend(per_sample(recorded.sigma));
+            rows.sigma_next.extend(per_sample(recorded.sigma_next));
+            rows.std.extend(per_sample(recorded.coefficients.std));
+            rows.velocity_scale
+                .extend(per_sample(recorded.coefficients.velocity_scale));
+            rows.step
+                .extend(std::iter::repeat_n(recorded.step, samples));
+            rows.sample.extend(0..samples);
+            rows.group.extend(sample_group.iter().copied());
+            latents.push(recorded.latents);
+            nexts.push(recorded.next);
+            means.push(recorded.mean);
+        }
+        rows.latents = Tensor::cat(latents, 0);
+        rows.next = Tensor::cat(nexts, 0);
+        rows.old_mean = Tensor::cat(means, 0);
+        rows
+    }
 }

@@ -35,6 +35,17 @@ pub(crate) fn host_values<const D: usize>(tensor: Tensor<D>) -> Result<Vec<f32>>
         .map_err(|err| Error::TensorRead(format!("{err:?}")))
 }
 
+/// Row indices as an `[len]` integer tensor, for `select`.
+pub(crate) fn int_index(indices: &[usize], device: &Device) -> Tensor<1, Int> {
+    let values: Vec<i64> = indices.iter().map(|&i| i as i64).collect();
+    Tensor::from_data(TensorData::new(values, [indices.len()]), device)
+}
+
+/// Per-row host values, already f32, as an `[R]` vector.
+pub(crate) fn vector_f32(values: &[f32], device: &Device) -> Tensor<1> {
+    Tensor::from_data(TensorData::new(values.to_vec(), [values.len()]), device)
+}
+
 /// `mean_N` of a `[R, N]` tensor: the per-row mean over the latent dimensions, `[R]`.
 pub(crate) fn row_mean(tensor: Tensor<2>) -> Tensor<1> {
     tensor.mean_dim(1).squeeze_dim::<1>(1)

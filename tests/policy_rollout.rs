@@ -8,7 +8,7 @@ use flow_rl::kernel::{FlowSdeConfig, Ode};
 use flow_rl::models::mlp::MlpPolicyConfig;
 use flow_rl::models::{FlowMatchingConfig, pretrain_flow_matching};
 use flow_rl::policy::{ConditionBatch, FlowPolicy, Guided, Unconditional};
-use flow_rl::rollout::{RolloutConfig, rollout};
+use flow_rl::rollout::{RolloutConfig, RolloutPlan, rollout};
 use flow_rl::schedule::SigmaScheduleConfig;
 
 mod common;
@@ -32,10 +32,12 @@ fn pretraining_moves_ode_samples_onto_the_modes() {
         &policy,
         &Unconditional(1),
         &config,
-        &schedule,
-        &Ode,
-        &[],
-        2,
+        &RolloutPlan {
+            schedule: &schedule,
+            kernel: &Ode,
+            sde_steps: &[],
+            latent_dims: 2,
+        },
         &mut Rng::seed_from(1),
     )
     .unwrap();
@@ -51,10 +53,12 @@ fn pretraining_moves_ode_samples_onto_the_modes() {
         &policy,
         &Unconditional(1),
         &config,
-        &schedule,
-        &Ode,
-        &[],
-        2,
+        &RolloutPlan {
+            schedule: &schedule,
+            kernel: &Ode,
+            sde_steps: &[],
+            latent_dims: 2,
+        },
         &mut Rng::seed_from(1),
     )
     .unwrap();
@@ -87,10 +91,12 @@ fn rollout_records_every_sde_step_of_every_sample() {
         &policy,
         &Unconditional(3),
         &config,
-        &schedule,
-        &kernel,
-        &[1, 3],
-        2,
+        &RolloutPlan {
+            schedule: &schedule,
+            kernel: &kernel,
+            sde_steps: &[1, 3],
+            latent_dims: 2,
+        },
         &mut Rng::seed_from(0),
     )
     .unwrap();
@@ -107,10 +113,12 @@ fn rollout_records_every_sde_step_of_every_sample() {
         &policy,
         &Unconditional(3),
         &config,
-        &schedule,
-        &kernel,
-        &[1, 3],
-        2,
+        &RolloutPlan {
+            schedule: &schedule,
+            kernel: &kernel,
+            sde_steps: &[1, 3],
+            latent_dims: 2,
+        },
         &mut Rng::seed_from(0),
     )
     .unwrap();
@@ -135,10 +143,12 @@ fn shared_initial_noise_is_shared_within_groups_only() {
         &policy,
         &Unconditional(2),
         &config,
-        &schedule,
-        &Ode,
-        &[],
-        2,
+        &RolloutPlan {
+            schedule: &schedule,
+            kernel: &Ode,
+            sde_steps: &[],
+            latent_dims: 2,
+        },
         &mut Rng::seed_from(0),
     )
     .unwrap();
@@ -208,10 +218,12 @@ fn bad_rollout_inputs_are_errors() {
         &wrong,
         &Unconditional(1),
         &RolloutConfig::new(),
-        &schedule,
-        &Ode,
-        &[],
-        2,
+        &RolloutPlan {
+            schedule: &schedule,
+            kernel: &Ode,
+            sde_steps: &[],
+            latent_dims: 2,
+        },
         &mut Rng::seed_from(0),
     )
     .unwrap_err();
@@ -222,10 +234,12 @@ fn bad_rollout_inputs_are_errors() {
         &policy,
         &Unconditional(1),
         &RolloutConfig::new(),
-        &schedule,
-        &cps,
-        &[9],
-        2,
+        &RolloutPlan {
+            schedule: &schedule,
+            kernel: &cps,
+            sde_steps: &[9],
+            latent_dims: 2,
+        },
         &mut Rng::seed_from(0),
     )
     .unwrap_err();
@@ -235,10 +249,12 @@ fn bad_rollout_inputs_are_errors() {
             &policy,
             &Unconditional(1),
             &RolloutConfig::new(),
-            &schedule,
-            &Ode,
-            &[10],
-            2,
+            &RolloutPlan {
+                schedule: &schedule,
+                kernel: &Ode,
+                sde_steps: &[10],
+                latent_dims: 2
+            },
             &mut Rng::seed_from(0)
         )
         .is_err()

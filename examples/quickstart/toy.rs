@@ -5,7 +5,7 @@ use flow_rl::kernel::Ode;
 use flow_rl::models::mlp::MlpPolicy;
 use flow_rl::policy::Unconditional;
 use flow_rl::reward::{HostReward, RewardSet};
-use flow_rl::rollout::{RolloutConfig, rollout};
+use flow_rl::rollout::{RolloutConfig, RolloutPlan, rollout};
 use flow_rl::schedule::SigmaScheduleConfig;
 use flow_rl::{Result, Rng};
 
@@ -57,10 +57,12 @@ pub fn ode_samples(policy: &MlpPolicy, count: usize, seed: u64) -> Result<Vec<[f
         policy,
         &Unconditional(1),
         &config,
-        &schedule,
-        &Ode,
-        &[],
-        2,
+        &RolloutPlan {
+            schedule: &schedule,
+            kernel: &Ode,
+            sde_steps: &[],
+            latent_dims: 2,
+        },
         &mut Rng::seed_from(seed),
     )?;
     let values = out

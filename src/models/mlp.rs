@@ -87,4 +87,18 @@ impl FlowPolicy for MlpPolicy {
         }
         self.output.forward(hidden)
     }
+
+    /// Latents must have the model's latent dimension N, which a mismatched
+    /// `TrainerConfig::latent_dims` would otherwise turn into a panic inside `Linear`.
+    fn validate_input(&self, latents: [usize; 2], _: &Unconditional) -> Result<()> {
+        let latent_dims = self.output.weight.val().dims()[1];
+        if latents[1] != latent_dims {
+            return Err(Error::shape(
+                "latent_dims",
+                format!("[B, {latent_dims}]: the latent dimension this MlpPolicy was built for"),
+                latents,
+            ));
+        }
+        Ok(())
+    }
 }

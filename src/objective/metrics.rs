@@ -114,6 +114,105 @@ impl ObjectiveMetrics {
             reference_kl: mean_some(all.iter().filter_map(|m| m.reference_kl).collect()),
         })
     }
+
+    /// The metrics of one evaluation over the union of disjoint row sets, from the metrics
+    /// of each part (e.g. the micro-batches of one mini-batch): means and fractions weighted
+    /// by rows, extremes over all parts, and the ratio's population std pooled as
+    /// `sqrt(Σ n_j·(std_j² + (mean_j − mean)²) / Σ n_j)`. Equals the metrics of a single pass
+    /// over all rows up to rounding. `None` if `parts` is empty or holds no rows.
+    pub fn merge(parts: &[ObjectiveMetrics]) -> Option<ObjectiveMetrics> {
+        let rows: usize = parts.iter().map(|m| m.rows).sum();
+        if rows == 0 {
+            return None;
+        }
+        let share = |m: &ObjectiveMetrics| m.rows as f64 / rows as f64;
+        let weighted = |f: &dyn Fn(&ObjectiveMetrics) -> f64| {
+            parts.iter().map(|m| share(m) * f(m)).sum::<f64>()
+        };
+        let ratio_mean = weighted(&|m| m.ratio.mean);
+        let ratio_variance =
+            weighted(&|m| m.ratio.std.powi(2) + (m.ratio.mean - ratio_mean).powi(2));
+        // An optional part is present for every part or for none (one objective made them
+        // all); merge only what is there, weighted by the rows of the parts that have it.
+        let clip = merge_optional(
+            parts,
+            |m| m.clip,
+            |clips| ClipMetrics {
+                fraction: weighted_by_rows(clips, |c| c.fraction),
+                high_fraction: weighted_by_rows(clips, |c| c.high_fraction),
+                low_fraction: weighted_by_rows(clips, |c| c.low_fraction),
+            },
+        );
+        let mask = merge_optional(
+            parts,
+            |m| m.mask,
+            |masks| MaskMetrics {
+                divergence_mean: weighted_by_rows(masks, |m| m.divergence_mean),
+                divergence_max: masks
+                    .iter()
+                    .map(|(_, m)| m.divergence_max)
+                    .fold(f64::NEG_INFINITY, f64::max),
+                over_threshold_fraction: weighted_by_rows(masks, |m| m.over_threshold_fraction),
+                dropped_fraction: weighted_by_rows(masks, |m| m.dropped_fraction),
+                dropped_positive_fraction: weighted_by_rows(masks, |m| m.dropped_positive_fraction),
+                dropped_negative_fraction: weighted_by_rows(masks, |m| m.dropped_negative_fraction),
+            },
+        );
+        let reference_kl = merge_optional(
+            parts,
+            |m| m.reference_kl,
+            |values| weighted_by_rows(values, |&v| v),
+        );
+        Some(ObjectiveMetrics {
+            rows,
+            loss: weighted(&|m| m.loss),
+            ratio: RatioStats {
+                mean: ratio_mean,
+                std: ratio_variance.sqrt(),
+                min: parts
+                    .iter()
+                    .map(|m| m.ratio.min)
+                    .fold(f64::INFINITY, f64::min),
+                max: parts
+                    .iter()
+                    .map(|m| m.ratio.max)
+                    .fold(f64::NEG_INFINITY, f64::max),
+            },
+            approx_kl: weighted(&|m| m.approx_kl),
+            kl_mean: weighted(&|m| m.kl_mean),
+            kl_max: parts
+                .iter()
+                .map(|m| m.kl_max)
+                .fold(f64::NEG_INFINITY, f64::max),
+            clip,
+            mask,
+            reference_kl,
+        })
+    }
+}
+
+/// `make` applied to the `(rows, part)` pairs of the parts that have an optional part;
+/// `None` when no part has one.
+fn merge_optional<T, U>(
+    parts: &[ObjectiveMetrics],
+    get: impl Fn(&ObjectiveMetrics) -> Option<T>,
+    make: impl Fn(&[(usize, T)]) -> U,
+) -> Option<U> {
+    let present: Vec<(usize, T)> = parts
+        .iter()
+        .filter_map(|m| get(m).map(|part| (m.rows, part)))
+        .collect();
+    (!present.is_empty()).then(|| make(&present))
+}
+
+/// The row-weighted mean of `value` over `(rows, part)` pairs.
+fn weighted_by_rows<T>(parts: &[(usize, T)], value: impl Fn(&T) -> f64) -> f64 {
+    let rows: usize = parts.iter().map(|(rows, _)| rows).sum();
+    parts
+        .iter()
+        .map(|(part_rows, part)| *part_rows as f64 * value(part))
+        .sum::<f64>()
+        / rows as f64
 }
 
 /// The output of [`TrustRegionObjective::loss`](super::TrustRegionObjective::loss).

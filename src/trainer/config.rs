@@ -68,6 +68,15 @@ pub struct TrainerConfig {
     /// Disjoint mini-batches (optimiser steps) per rollout and epoch.
     #[config(default = 2)]
     pub minibatches_per_rollout: usize,
+    /// Samples per policy forward pass in the rollout; `None` runs all samples of a step in
+    /// one pass. Only memory and speed depend on it: every chunk size gives the same rows
+    /// and samples.
+    pub rollout_batch_size: Option<usize>,
+    /// Rows per forward and backward pass in the updates; `None` (or a value at least the
+    /// mini-batch's rows) is one pass per mini-batch. Gradients accumulate over a
+    /// mini-batch's micro-batches, each loss weighted by its share of the rows, so the
+    /// update is the one-pass update (ALGORITHMS.md §7).
+    pub micro_batch_rows: Option<usize>,
     /// Passes over each rollout.
     #[config(default = 1)]
     pub inner_epochs: usize,
@@ -93,6 +102,14 @@ impl TrainerConfig {
                 return Err(Error::invalid(name, value, "at least 1"));
             }
         }
+        for (name, value) in [
+            ("rollout_batch_size", config.rollout_batch_size),
+            ("micro_batch_rows", config.micro_batch_rows),
+        ] {
+            if value == Some(0) {
+                return Err(Error::invalid(name, 0, "at least 1, or None for one pass"));
+            }
+        }
         if !(config.learning_rate.is_finite() && config.learning_rate > 0.0) {
             return Err(Error::invalid(
                 "learning_rate",
@@ -107,6 +124,20 @@ impl TrainerConfig {
             if !(0.0..1.0).contains(&beta) {
                 return Err(Error::invalid(name, beta, "a value in [0, 1)"));
             }
+        }
+        if !(config.adam_epsilon.is_finite() && config.adam_epsilon > 0.0) {
+            return Err(Error::invalid(
+                "adam_epsilon",
+                config.adam_epsilon,
+                "a finite ε > 0 (PyTorch's default is 1e-8)",
+            ));
+        }
+        if !(config.weight_decay.is_finite() && config.weight_decay >= 0.0) {
+            return Err(Error::invalid(
+                "weight_decay",
+                config.weight_decay,
+                "a finite decay ≥ 0",
+            ));
         }
         if !(config.reference_beta.is_finite() && config.reference_beta >= 0.0) {
             return Err(Error::invalid(

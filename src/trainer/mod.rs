@@ -1,29 +1,30 @@
-//! The training loop: rollout → reward → advantages → epochs × mini-batches → optimiser step.
+//! The training loop, in phases: rollout → rewards → advantages → epochs × mini-batches
+//! (× micro-batches) → optimiser steps.
 
 mod checkpoint;
 mod config;
 mod grad_norm;
+mod update;
 
 pub use config::TrainerConfig;
 
 use std::time::Instant;
 
-use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
+use burn::optim::{AdamWConfig, ModuleOptimizer};
 use burn::prelude::*;
 
-use crate::advantage::{PromptStatTracker, PromptStatTrackerConfig};
+use crate::advantage::{Advantages, PromptStatTracker, PromptStatTrackerConfig};
 use crate::buffer::{InMemoryBuffer, TrajectoryBuffer};
 use crate::error::{Error, Result};
 use crate::kernel::StepKernel;
 use crate::metrics::{JsonLinesWriter, RewardStats, StepMetrics};
-use crate::objective::{ObjectiveMetrics, ReferenceKlConfig, RowBatch, TrustRegionObjective};
-use crate::policy::{ConditionBatch, FlowPolicy, checked_velocity};
-use crate::reward::RewardSet;
+use crate::objective::{ObjectiveMetrics, ReferenceKlConfig, TrustRegionObjective};
+use crate::policy::{ConditionBatch, FlowPolicy, first_device};
+use crate::reward::{RewardScores, RewardSet};
 use crate::rng::Rng;
-use crate::rollout::{RolloutConfig, TrajectoryRows, first_device, rollout};
+use crate::rollout::{Rollout, RolloutConfig, RolloutPlan, rollout};
 use crate::schedule::SigmaSchedule;
-use crate::tensor_util::vector;
-use grad_norm::{global_grad_norm, scale_grads};
+use update::Updater;
 
 /// Online RL fine-tuning of a [`FlowPolicy`] with a trust-region objective.
 pub struct Trainer<P: FlowPolicy> {
@@ -34,12 +35,20 @@ pub struct Trainer<P: FlowPolicy> {
     kernel: Box<dyn StepKernel>,
     schedule: SigmaSchedule,
     optimizer: ModuleOptimizer,
-    buffer: InMemoryBuffer,
     rng: Rng,
     step: usize,
     tracker: Option<PromptStatTracker>,
     device: Device,
     metrics_log: Option<JsonLinesWriter>,
+}
+
+/// Everything a step changes. A step works on a copy and commits it only once it has
+/// succeeded, so that a failed step leaves the trainer exactly as it was (ALGORITHMS.md §7).
+struct StepState<P> {
+    policy: P,
+    optimizer: ModuleOptimizer,
+    rng: Rng,
+    tracker: Option<PromptStatTracker>,
 }
 
 impl<P: FlowPolicy> Trainer<P> {
@@ -89,7 +98,6 @@ impl<P: FlowPolicy> Trainer<P> {
             policy,
             reference: None,
             optimizer,
-            buffer: InMemoryBuffer::new(),
             step: 0,
             tracker,
             device: device.clone(),
@@ -100,6 +108,13 @@ impl<P: FlowPolicy> Trainer<P> {
     /// Replaces the configured objective with any implementation.
     pub fn with_objective(mut self, objective: Box<dyn TrustRegionObjective>) -> Self {
         self.objective = objective;
+        self
+    }
+
+    /// Replaces the configured kernel (`TrainerConfig::kernel`) with any implementation;
+    /// the rollout samples with it and the updates score with it.
+    pub fn with_kernel(mut self, kernel: Box<dyn StepKernel>) -> Self {
+        self.kernel = kernel;
         self
     }
 
@@ -131,6 +146,10 @@ impl<P: FlowPolicy> Trainer<P> {
 
     /// One rollout of `groups_per_rollout` groups (one condition each), its rewards and
     /// advantages, and `inner_epochs × minibatches_per_rollout` optimiser updates.
+    ///
+    /// A step that fails (a reward error, a non-finite value, a full disk for the metrics
+    /// log) changes nothing: parameters, optimiser state, RNG and tracker are as before, so
+    /// retrying gives the uninterrupted run.
     ///
     /// With a `prompt_tracker` configured, use [`Trainer::step_with_prompts`] instead.
     pub fn step(
@@ -168,6 +187,74 @@ impl<P: FlowPolicy> Trainer<P> {
         prompts: Option<&[&str]>,
         rewards: &RewardSet<P::Condition>,
     ) -> Result<StepMetrics> {
+        self.check_step_input(conditions, prompts)?;
+        let mut state = StepState {
+            policy: self.policy.clone(),
+            optimizer: self.optimizer.clone(),
+            rng: self.rng.clone(),
+            tracker: self.tracker.clone(),
+        };
+
+        let started = Instant::now();
+        let rollout = self.collect_rollout(&state.policy, conditions, &mut state.rng)?;
+        let rollout_seconds = started.elapsed().as_secs_f64();
+
+        let started = Instant::now();
+        let scores = rewards.score(&rollout.samples, &rollout.conditions)?;
+        let advantages = self.advantages(&scores, rewards, prompts, state.tracker.as_mut())?;
+        let reward_seconds = started.elapsed().as_secs_f64();
+
+        let started = Instant::now();
+        let mut buffer = InMemoryBuffer::new();
+        let row_advantages = rollout
+            .rows
+            .sample
+            .iter()
+            .map(|&sample| advantages.values[sample])
+            .collect();
+        buffer.push(rollout.rows, row_advantages)?;
+        let objective = ReferenceKlConfig::new()
+            .with_beta(self.config.reference_beta)
+            .init(&*self.objective)?;
+        let updater = Updater {
+            config: &self.config,
+            kernel: self.kernel.as_ref(),
+            objective: &objective,
+            reference: self.reference.as_ref(),
+            device: &self.device,
+            step: self.step,
+        };
+        let updates = updater.run(&mut state, &buffer, &rollout.conditions)?;
+
+        let metrics = StepMetrics {
+            step: self.step,
+            rewards: scores
+                .names
+                .iter()
+                .zip(&scores.values)
+                .map(|(name, values)| reward_stats(name, values))
+                .collect(),
+            zero_std_group_fraction: advantages.zero_std_group_fraction,
+            sde_steps: rollout.sde_steps,
+            objective: ObjectiveMetrics::average(&updates.applied).unwrap_or_default(),
+            first_update: updates.first,
+            updates: updates.applied.len(),
+            skipped_updates: updates.skipped,
+            grad_norm: mean(&updates.grad_norms),
+            rollout_seconds,
+            reward_seconds,
+            update_seconds: started.elapsed().as_secs_f64(),
+        };
+        if let Some(log) = &mut self.metrics_log {
+            log.write(&metrics)?;
+        }
+        self.commit(state);
+        Ok(metrics)
+    }
+
+    /// Checks what can be checked before anything runs: the number of conditions, the
+    /// reference policy, and prompts against the tracker.
+    fn check_step_input(&self, conditions: &P::Condition, prompts: Option<&[&str]>) -> Result<()> {
         if conditions.len() != self.config.groups_per_rollout {
             return Err(Error::shape(
                 "conditions",
@@ -186,54 +273,55 @@ impl<P: FlowPolicy> Trainer<P> {
             ));
         }
         match (&self.tracker, prompts) {
-            (Some(_), None) => {
-                return Err(Error::invalid(
-                    "prompts",
-                    "None",
-                    "one prompt key per group (Trainer::step_with_prompts) with a prompt_tracker",
-                ));
-            }
-            (None, Some(_)) => {
-                return Err(Error::invalid(
-                    "prompt_tracker",
-                    "None",
-                    "a PromptStatTrackerConfig in TrainerConfig to use prompt keys",
-                ));
-            }
-            _ => {}
+            (Some(_), None) => Err(Error::invalid(
+                "prompts",
+                "None",
+                "one prompt key per group (Trainer::step_with_prompts) with a prompt_tracker",
+            )),
+            (None, Some(_)) => Err(Error::invalid(
+                "prompt_tracker",
+                "None",
+                "a PromptStatTrackerConfig in TrainerConfig to use prompt keys",
+            )),
+            _ => Ok(()),
         }
-        let started = Instant::now();
-        let sde_steps = self
-            .config
-            .sde_steps
-            .select(self.schedule.steps(), &mut self.rng)?;
-        let rollout_config = RolloutConfig::new()
-            .with_group_size(self.config.group_size)
-            .with_shared_initial_noise(self.config.shared_initial_noise);
-        let rollout = rollout(
-            &self.policy,
-            conditions,
-            &rollout_config,
-            &self.schedule,
-            self.kernel.as_ref(),
-            &sde_steps,
-            self.config.latent_dims,
-            &mut self.rng,
-        )?;
-        let rollout_seconds = started.elapsed().as_secs_f64();
+    }
 
-        let started = Instant::now();
-        let scores = rewards.score(&rollout.samples, &rollout.conditions)?;
-        let advantages = match (&mut self.tracker, prompts) {
-            (None, None) => self.config.advantage.compute_multi(
-                &scores.values,
-                &rewards.weights(),
-                rewards.combination(),
-                self.config.group_size,
-            )?,
+    /// Draws this rollout's stochastic steps and samples the groups with the policy.
+    fn collect_rollout(
+        &self,
+        policy: &P,
+        conditions: &P::Condition,
+        rng: &mut Rng,
+    ) -> Result<Rollout<P::Condition>> {
+        let sde_steps = self.config.sde_steps.select(self.schedule.steps(), rng)?;
+        let config = RolloutConfig::new()
+            .with_group_size(self.config.group_size)
+            .with_shared_initial_noise(self.config.shared_initial_noise)
+            .with_batch_size(self.config.rollout_batch_size);
+        let plan = RolloutPlan {
+            schedule: &self.schedule,
+            kernel: self.kernel.as_ref(),
+            sde_steps: &sde_steps,
+            latent_dims: self.config.latent_dims,
+        };
+        rollout(policy, conditions, &config, &plan, rng)
+    }
+
+    /// The advantage of every sample: group-relative, or centred on each prompt's tracked
+    /// mean when a tracker is configured.
+    fn advantages(
+        &self,
+        scores: &RewardScores,
+        rewards: &RewardSet<P::Condition>,
+        prompts: Option<&[&str]>,
+        tracker: Option<&mut PromptStatTracker>,
+    ) -> Result<Advantages> {
+        match (tracker, prompts) {
             (Some(tracker), Some(prompts)) => {
                 let weights = rewards.weights();
-                let combined: Vec<f32> = (0..rollout.rows_per_step())
+                let samples = scores.values.first().map_or(0, Vec::len);
+                let combined: Vec<f32> = (0..samples)
                     .map(|i| {
                         let total: f64 = scores
                             .values
@@ -244,127 +332,27 @@ impl<P: FlowPolicy> Trainer<P> {
                         total as f32
                     })
                     .collect();
-                let sample_prompts: Vec<&str> = (0..combined.len())
+                let sample_prompts: Vec<&str> = (0..samples)
                     .map(|i| prompts[i / self.config.group_size])
                     .collect();
-                tracker.update(&sample_prompts, &combined)?
+                tracker.update(&sample_prompts, &combined)
             }
-            _ => unreachable!("checked before the rollout"),
-        };
-        let reward_seconds = started.elapsed().as_secs_f64();
-
-        let started = Instant::now();
-        let row_advantages = rollout
-            .rows
-            .sample
-            .iter()
-            .map(|&s| advantages.values[s])
-            .collect();
-        self.buffer.clear();
-        self.buffer.push(rollout.rows, row_advantages)?;
-        let objective = ReferenceKlConfig::new()
-            .with_beta(self.config.reference_beta)
-            .init(&*self.objective)?;
-        let (mut applied, mut grad_norms, mut skipped) = (Vec::new(), Vec::new(), 0);
-        let mut first_update = None;
-        for _ in 0..self.config.inner_epochs {
-            let batches = self
-                .buffer
-                .minibatches(self.config.minibatches_per_rollout, &mut self.rng)?;
-            for indices in batches {
-                let (rows, row_advantages) = self.buffer.gather(&indices)?;
-                let batch = self.replay(&rows, &rollout.conditions, row_advantages)?;
-                let output = objective.loss(&batch)?;
-                first_update.get_or_insert_with(|| output.metrics.clone());
-                let mut grads = GradientsParams::from_grads(output.loss.backward(), &self.policy);
-                let norm = global_grad_norm(&self.policy, &grads)?;
-                if !norm.is_finite() {
-                    skipped += 1;
-                    eprintln!(
-                        "flow-rl: step {}: skipped an update with gradient norm {norm}",
-                        self.step
-                    );
-                    continue;
-                }
-                if let Some(max_norm) = self.config.grad_clip_norm {
-                    // As PyTorch's clip_grad_norm_: scale by max_norm / (norm + 1e-6) if < 1.
-                    let factor = max_norm / (norm + 1e-6);
-                    if factor < 1.0 {
-                        scale_grads(&self.policy, &mut grads, factor);
-                    }
-                }
-                self.policy =
-                    self.optimizer
-                        .step(self.config.learning_rate, self.policy.clone(), grads);
-                applied.push(output.metrics);
-                grad_norms.push(norm);
-            }
+            _ => self.config.advantage.compute_multi(
+                &scores.values,
+                &rewards.weights(),
+                rewards.combination(),
+                self.config.group_size,
+            ),
         }
-        let metrics = StepMetrics {
-            step: self.step,
-            rewards: scores
-                .names
-                .iter()
-                .zip(&scores.values)
-                .map(|(name, values)| reward_stats(name, values))
-                .collect(),
-            zero_std_group_fraction: advantages.zero_std_group_fraction,
-            sde_steps,
-            objective: ObjectiveMetrics::average(&applied).unwrap_or_default(),
-            first_update,
-            updates: applied.len(),
-            skipped_updates: skipped,
-            grad_norm: mean(&grad_norms),
-            rollout_seconds,
-            reward_seconds,
-            update_seconds: started.elapsed().as_secs_f64(),
-        };
-        self.step += 1;
-        if let Some(log) = &mut self.metrics_log {
-            log.write(&metrics)?;
-        }
-        Ok(metrics)
     }
 
-    /// The objective's batch for replayed rows: the current policy's means (with gradient)
-    /// against the rollout's frozen anchor.
-    fn replay(
-        &self,
-        rows: &TrajectoryRows,
-        conditions: &P::Condition,
-        advantages: Vec<f32>,
-    ) -> Result<RowBatch> {
-        let device = &self.device;
-        let row_conditions = conditions.pick(&rows.sample);
-        let latents = rows.latents.clone().to_device(device);
-        let sigma = vector(&rows.sigma, device);
-        let velocity = checked_velocity(&self.policy, latents.clone(), sigma, &row_conditions)?;
-        let new = self
-            .kernel
-            .transition(latents, velocity, &rows.sigma, &rows.sigma_next)?;
-        let advantages: Vec<f64> = advantages.iter().map(|&a| a as f64).collect();
-        let mut batch = RowBatch::new(
-            new.mean,
-            rows.old_mean.clone().to_device(device),
-            rows.next.clone().to_device(device),
-            new.std,
-            vector(&rows.dt(), device),
-            vector(&advantages, device),
-        )
-        .with_velocity_scale(vector(&rows.velocity_scale, device));
-        if let Some(reference) = &self.reference {
-            let sigma = vector(&rows.sigma, &rows.latents.device());
-            let velocity =
-                checked_velocity(reference, rows.latents.clone(), sigma, &row_conditions)?;
-            let reference_mean = self.kernel.transition(
-                rows.latents.clone(),
-                velocity,
-                &rows.sigma,
-                &rows.sigma_next,
-            )?;
-            batch = batch.with_ref_mean(reference_mean.mean.to_device(device));
-        }
-        Ok(batch)
+    /// Makes a successful step's state the trainer's.
+    fn commit(&mut self, state: StepState<P>) {
+        self.policy = state.policy;
+        self.optimizer = state.optimizer;
+        self.rng = state.rng;
+        self.tracker = state.tracker;
+        self.step += 1;
     }
 }
 

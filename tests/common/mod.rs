@@ -196,7 +196,7 @@ impl HostBatch {
             .collect()
     }
 
-    /// Rows in the order given by `order`.
+    /// The rows at `order`, in that order (a permutation, or a subset when shorter).
     pub fn permuted(&self, order: &[usize]) -> Self {
         let take_rows = |values: &[f64]| -> Vec<f64> {
             order
@@ -205,7 +205,10 @@ impl HostBatch {
                 .collect()
         };
         let take = |values: &[f64]| -> Vec<f64> { order.iter().map(|&r| values[r]).collect() };
-        self.map_fields(take_rows, take)
+        Self {
+            rows: order.len(),
+            ..self.map_fields(take_rows, take)
+        }
     }
 
     /// The batch with `per_value` applied to each `[rows·dims]` field and `per_row` to each
