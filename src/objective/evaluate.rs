@@ -29,6 +29,10 @@ pub(crate) struct RowValues {
 }
 
 /// How an objective decides which rows keep their gradient.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one short-lived value per evaluation, moved once"
+)]
 pub(crate) enum Decision {
     /// Ratio clipping: rows clipped at `1 + ε_high` and at `1 − ε_low`.
     Clip {
