@@ -118,7 +118,7 @@ pub mod prelude {
     pub use crate::objective::{
         DppoDivergence, DppoMask, FlowDppo, FlowDppoConfig, GrpoGuard, GrpoGuardConfig,
         ObjectiveConfig, ObjectiveMetrics, ObjectiveOutput, RatioClip, RatioClipConfig,
-        ReferenceKl, ReferenceKlConfig, RowBatch, TrustRegionObjective,
+        ReferenceKl, ReferenceKlConfig, RowBatch, RowDiagnostics, RowStatus, TrustRegionObjective,
     };
     pub use crate::policy::{ConditionBatch, FlowPolicy, Guided, Unconditional, checked_velocity};
     pub use crate::reward::{HostReward, Reward, RewardSet};

@@ -8,7 +8,7 @@ use common::{HostBatch, assert_close, values};
 use flow_rl::Error;
 use flow_rl::objective::{
     DppoDivergence, DppoMask, FlowDppoConfig, GrpoGuardConfig, ObjectiveConfig, RatioClipConfig,
-    ReferenceKlConfig, RowBatch, TrustRegionObjective,
+    ReferenceKlConfig, RowBatch, RowStatus, TrustRegionObjective,
 };
 use proptest::prelude::*;
 
@@ -381,6 +381,198 @@ fn reference_kl_reports_its_term() {
 }
 
 // ---------------------------------------------------------------------------------------
+// Per-row diagnostics
+
+/// Which objective a row expectation is for, with its parameters.
+enum Rule {
+    RatioClip {
+        low: f64,
+        high: f64,
+    },
+    GrpoGuard {
+        epsilon: f64,
+        reweight: bool,
+    },
+    FlowDppo {
+        tau: f64,
+        symmetric: bool,
+        velocity: bool,
+    },
+}
+
+/// The status and loss term ALGORITHMS.md §4 gives row `i`, in f64 from the host batch.
+fn expected_row(rule: &Rule, host: &HostBatch, i: usize) -> (RowStatus, f64) {
+    let a = host.advantages[i];
+    let clip = |ratio: f64, low: f64, high: f64, weight: f64| {
+        if a > 0.0 && ratio > 1.0 + high {
+            (RowStatus::ClippedHigh, -a * (1.0 + high) * weight)
+        } else if a < 0.0 && ratio < 1.0 - low {
+            (RowStatus::ClippedLow, -a * (1.0 - low) * weight)
+        } else {
+            (RowStatus::Kept, -a * ratio * weight)
+        }
+    };
+    match *rule {
+        Rule::RatioClip { low, high } => clip(host.log_ratio(i).exp(), low, high, 1.0),
+        Rule::GrpoGuard { epsilon, reweight } => {
+            let regulated = ((host.log_ratio(i) + host.kl(i)) * host.std[i]).exp();
+            let weight = if reweight {
+                1.0 / host.dt[i].abs()
+            } else {
+                1.0
+            };
+            clip(regulated, epsilon, epsilon, weight)
+        }
+        Rule::FlowDppo {
+            tau,
+            symmetric,
+            velocity,
+        } => {
+            if host.dppo_drops(i, tau, symmetric, velocity) {
+                (RowStatus::Dropped, 0.0)
+            } else {
+                (RowStatus::Kept, -a * host.log_ratio(i).exp())
+            }
+        }
+    }
+}
+
+#[test]
+fn row_diagnostics_match_the_f64_formulas_and_average_to_the_metrics() {
+    let cases: Vec<(Box<dyn TrustRegionObjective>, Rule, f64)> = vec![
+        (
+            Box::new(
+                RatioClipConfig::new()
+                    .with_epsilon_low(0.05)
+                    .with_epsilon_high(0.08)
+                    .init()
+                    .unwrap(),
+            ),
+            Rule::RatioClip {
+                low: 0.05,
+                high: 0.08,
+            },
+            0.0,
+        ),
+        (
+            Box::new(GrpoGuardConfig::new().with_epsilon(0.1).init().unwrap()),
+            Rule::GrpoGuard {
+                epsilon: 0.1,
+                reweight: true,
+            },
+            0.0,
+        ),
+        (
+            Box::new(
+                FlowDppoConfig::new()
+                    .with_threshold(0.5)
+                    .with_mask(DppoMask::Symmetric)
+                    .with_divergence(DppoDivergence::Velocity)
+                    .init()
+                    .unwrap(),
+            ),
+            Rule::FlowDppo {
+                tau: 0.5,
+                symmetric: true,
+                velocity: true,
+            },
+            0.0,
+        ),
+        (
+            // The wrapper keeps the inner objective's rows; its term is in the metrics only.
+            Box::new(
+                ReferenceKlConfig::new()
+                    .with_beta(0.3)
+                    .init(FlowDppoConfig::new().with_threshold(0.01).init().unwrap())
+                    .unwrap(),
+            ),
+            Rule::FlowDppo {
+                tau: 0.01,
+                symmetric: false,
+                velocity: false,
+            },
+            0.3,
+        ),
+    ];
+    let mut seen = std::collections::HashSet::new();
+    for seed in 0..4 {
+        let host = HostBatch::random(seed, 12, 5, 0.3);
+        for (objective, rule, beta) in &cases {
+            let name = objective.name();
+            let output = objective.loss(&host.to_device(&device())).unwrap();
+            let (rows, metrics) = (&output.rows, &output.metrics);
+            assert_eq!(rows.len(), host.rows, "{name}");
+            let widen = |v: &[f32]| v.iter().map(|&x| f64::from(x)).collect::<Vec<f64>>();
+            let log_ratio: Vec<f64> = (0..host.rows).map(|i| host.log_ratio(i)).collect();
+            let kl: Vec<f64> = (0..host.rows).map(|i| host.kl(i)).collect();
+            assert_close(&widen(&rows.log_ratio), &log_ratio, 1e-5, 1e-4, name);
+            assert_close(&widen(&rows.kl), &kl, 1e-7, 1e-4, name);
+            let (status, loss): (Vec<RowStatus>, Vec<f64>) =
+                (0..host.rows).map(|i| expected_row(rule, &host, i)).unzip();
+            assert_eq!(rows.status, status, "{name} seed {seed}");
+            assert_close(&widen(&rows.loss), &loss, 1e-5, 1e-4, name);
+            seen.extend(status);
+
+            // The aggregates are the means of the same per-row values.
+            let mean = |v: Vec<f64>| v.iter().sum::<f64>() / v.len() as f64;
+            let fraction = |s: RowStatus| {
+                mean(
+                    rows.status
+                        .iter()
+                        .map(|&x| f64::from(u8::from(x == s)))
+                        .collect(),
+                )
+            };
+            let reference_term = beta * metrics.reference_kl.unwrap_or(0.0);
+            assert_close(
+                &[mean(widen(&rows.loss))],
+                &[metrics.loss - reference_term],
+                1e-9,
+                1e-9,
+                name,
+            );
+            assert_close(
+                &[mean(widen(&rows.kl))],
+                &[metrics.kl_mean],
+                1e-12,
+                1e-9,
+                name,
+            );
+            let half_square = rows
+                .log_ratio
+                .iter()
+                .map(|&l| 0.5 * f64::from(l).powi(2))
+                .collect();
+            assert_close(
+                &[mean(half_square)],
+                &[metrics.approx_kl],
+                1e-12,
+                1e-9,
+                name,
+            );
+            let ratios = rows.log_ratio.iter().map(|&l| f64::from(l).exp()).collect();
+            assert_close(&[mean(ratios)], &[metrics.ratio.mean], 1e-12, 1e-9, name);
+            if let Some(clip) = metrics.clip {
+                assert_eq!(
+                    clip.high_fraction,
+                    fraction(RowStatus::ClippedHigh),
+                    "{name}"
+                );
+                assert_eq!(clip.low_fraction, fraction(RowStatus::ClippedLow), "{name}");
+            }
+            if let Some(mask) = metrics.mask {
+                assert_eq!(
+                    mask.dropped_fraction,
+                    fraction(RowStatus::Dropped),
+                    "{name}"
+                );
+            }
+        }
+    }
+    assert_eq!(seen.len(), 4, "every status occurs: {seen:?}");
+}
+
+// ---------------------------------------------------------------------------------------
 // Bad input
 
 fn expect_error(objective: &dyn TrustRegionObjective, batch: &RowBatch, needle: &str) {
@@ -529,6 +721,102 @@ fn missing_optional_inputs_and_bad_values_are_errors() {
     zero_dt.dt[3] = 0.0;
     let guard = GrpoGuardConfig::new().init().unwrap();
     expect_error(&guard, &zero_dt.to_device(&device()), "dt of row 3");
+}
+
+/// Every objective, with defaults that keep the rows of `HostBatch::random(_, _, _, 0.1)`.
+fn each_objective() -> Vec<Box<dyn TrustRegionObjective>> {
+    vec![
+        Box::new(RatioClipConfig::new().init().unwrap()),
+        Box::new(GrpoGuardConfig::new().init().unwrap()),
+        Box::new(FlowDppoConfig::new().init().unwrap()),
+    ]
+}
+
+#[test]
+fn an_infinite_sample_is_an_error_not_an_infinite_loss() {
+    for value in [f64::INFINITY, f64::NEG_INFINITY] {
+        let mut host = HostBatch::random(2, 4, 3, 0.1);
+        host.sample[7] = value; // row 2
+        for objective in each_objective() {
+            let err = objective.loss(&host.to_device(&device())).unwrap_err();
+            let message = err.to_string();
+            assert!(
+                matches!(err, Error::NonFinite { index: 2, .. }) && message.contains("log-ratio"),
+                "{}: {message}",
+                objective.name()
+            );
+        }
+    }
+}
+
+#[test]
+fn a_std_whose_square_is_not_a_normal_f32_is_an_error() {
+    // 1e-30² underflows to 0 (infinite KL, NaN gradients); 1e30² overflows to inf.
+    for std in [1e-30, 1e-20, 1e30, -0.7, f64::NAN] {
+        let mut host = HostBatch::random(2, 4, 3, 0.1);
+        host.std[1] = std;
+        for objective in each_objective() {
+            let err = objective.loss(&host.to_device(&device())).unwrap_err();
+            assert!(
+                err.to_string().contains("std of row 1"),
+                "{} s = {std}: {err}",
+                objective.name()
+            );
+        }
+    }
+    let mut host = HostBatch::random(2, 4, 3, 0.1);
+    host.std[1] = 0.7;
+    for objective in each_objective() {
+        assert!(objective.loss(&host.to_device(&device())).is_ok());
+    }
+}
+
+#[test]
+fn a_dt_whose_inverse_overflows_is_an_error_under_dt_reweighting() {
+    // 1/|1e-40| is infinite in f32; 0 and ±inf have no finite, non-zero weight either.
+    for dt in [1e-40, 0.0, f64::INFINITY, f64::NAN] {
+        let mut host = HostBatch::random(2, 4, 3, 0.1);
+        host.dt[3] = dt;
+        let guard = GrpoGuardConfig::new().init().unwrap();
+        expect_error(&guard, &host.to_device(&device()), "dt of row 3");
+        let unweighted = GrpoGuardConfig::new()
+            .with_dt_reweighting(false)
+            .init()
+            .unwrap();
+        assert!(
+            unweighted.loss(&host.to_device(&device())).is_ok(),
+            "dt {dt}"
+        );
+    }
+}
+
+#[test]
+fn an_overflowed_ratio_in_a_row_that_keeps_its_gradient_is_an_error() {
+    // Row 0 as in the masked/clipped overflow test (log r ≈ 7.2e3, log r̂ = 750), but with
+    // A < 0: r > 1 is the unclipped branch and a corrective update, so every objective keeps
+    // the row and −A·r is +inf.
+    let host = HostBatch {
+        rows: 2,
+        dims: 1,
+        new_mean: vec![2.5, 0.01],
+        old_mean: vec![0.0, 0.0],
+        sample: vec![30.0, 0.3],
+        std: vec![0.1, 0.5],
+        dt: vec![-0.1, -0.1],
+        advantages: vec![-1.0, 1.0],
+        ref_mean: None,
+        velocity_scale: None,
+    };
+    for objective in each_objective() {
+        let err = objective.loss(&host.to_device(&device())).unwrap_err();
+        let message = err.to_string();
+        assert!(
+            matches!(err, Error::NonFinite { index: 0, .. })
+                && message.contains("lower the learning rate"),
+            "{}: {message}",
+            objective.name()
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------

@@ -220,6 +220,7 @@ impl flow_rl::objective::TrustRegionObjective for NanGradient {
         Ok(flow_rl::objective::ObjectiveOutput {
             loss: batch.new_mean.clone().sqrt().sum().mul_scalar(f32::NAN),
             metrics: Default::default(),
+            rows: Default::default(),
         })
     }
 }

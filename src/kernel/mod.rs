@@ -70,18 +70,91 @@ impl Transition {
         Ok(self.mean.clone() + to_f32(noise) * self.std.clone().unsqueeze_dim::<2>(1))
     }
 
-    /// `log π(x' | μ, s)`, mean-reduced over N (ALGORITHMS.md §3), `[R]`.
+    /// `log π(x' | μ, s)`, mean-reduced over N (ALGORITHMS.md §3), for `next` of shape
+    /// `[R, N]`; `[R]`.
     ///
-    /// Errors if any row is deterministic (`s = 0`): such a step has no log-probability.
+    /// Errors if any row is deterministic (`s = 0`): such a step has no log-probability. For
+    /// a batch that mixes stochastic and deterministic rows, use
+    /// [`Transition::stochastic_log_prob`].
     pub fn log_prob(&self, next: Tensor<2>) -> Result<Tensor<1>> {
-        if let Some(row) = self.coefficients.iter().position(|c| c.std <= 0.0) {
+        self.check_stds()?;
+        if let Some(row) = self.coefficients.iter().position(|c| c.std == 0.0) {
             return Err(Error::invalid(
                 format!("std of row {row}"),
                 self.coefficients[row].std,
-                "s > 0: a deterministic (ODE) step has no log-probability",
+                "s > 0: a deterministic (ODE) step has no log-probability \
+                 (Transition::stochastic_log_prob scores the stochastic rows of a mixed batch)",
             ));
         }
         gaussian_log_prob(next, self.mean.clone(), self.std.clone())
+    }
+
+    /// The rows that have a log-probability (`s > 0`), in ascending order. The others are
+    /// deterministic: an ODE step, or the last step of [`Cps`] (σ' = 0).
+    pub fn stochastic_rows(&self) -> Vec<usize> {
+        (0..self.coefficients.len())
+            .filter(|&row| self.coefficients[row].std > 0.0)
+            .collect()
+    }
+
+    /// The log-probabilities of the stochastic rows of a batch that may mix stochastic and
+    /// deterministic steps: `(rows, log_prob)` with `rows` = [`Transition::stochastic_rows`]
+    /// (K of them) and `log_prob[k] = log π(next[rows[k]] | μ[rows[k]], s[rows[k]])`,
+    /// mean-reduced over N, `[K]`. `next` is `[R, N]`; K may be 0.
+    ///
+    /// Errors if `next` is not `[R, N]`, or if a row's std is neither 0 nor finite and > 0.
+    ///
+    /// ```
+    /// use burn::prelude::*;
+    /// use flow_rl::kernel::{CpsConfig, StepKernel};
+    ///
+    /// let device = Device::default();
+    /// let kernel = CpsConfig::new().init()?;
+    /// // Row 0 takes a middle step; row 1 CPS's last step (σ' = 0), which is deterministic.
+    /// let x = Tensor::<2>::ones([2, 4], &device); // [R, N]
+    /// let v = Tensor::<2>::zeros([2, 4], &device);
+    /// let step = kernel.transition(x, v, &[0.5, 0.25], &[0.25, 0.0])?;
+    /// let next = step.mean.clone(); // x' = μ: the Gaussian's mode
+    /// assert!(step.log_prob(next.clone()).is_err());
+    /// let (rows, log_prob) = step.stochastic_log_prob(next)?;
+    /// assert_eq!(rows, vec![0]);
+    /// assert_eq!(log_prob.dims(), [1]); // [K]
+    /// # Ok::<(), flow_rl::Error>(())
+    /// ```
+    pub fn stochastic_log_prob(&self, next: Tensor<2>) -> Result<(Vec<usize>, Tensor<1>)> {
+        let [rows, dims] = self.mean.dims();
+        expect_matrix("next", &next, rows, dims)?;
+        self.check_stds()?;
+        let stochastic = self.stochastic_rows();
+        let device = self.mean.device();
+        let log_prob = if stochastic.is_empty() {
+            Tensor::zeros([0], &device)
+        } else if stochastic.len() == rows {
+            gaussian_log_prob(next, self.mean.clone(), self.std.clone())?
+        } else {
+            let indices: Vec<i64> = stochastic.iter().map(|&row| row as i64).collect();
+            let indices =
+                Tensor::<1, Int>::from_data(TensorData::new(indices, [stochastic.len()]), &device);
+            gaussian_log_prob(
+                next.select(0, indices.clone()),
+                self.mean.clone().select(0, indices.clone()),
+                self.std.clone().select(0, indices),
+            )?
+        };
+        Ok((stochastic, log_prob))
+    }
+
+    /// Every std must be 0 (deterministic) or finite and > 0.
+    fn check_stds(&self) -> Result<()> {
+        let valid = |s: f64| s == 0.0 || (s.is_finite() && s > 0.0);
+        match self.coefficients.iter().position(|c| !valid(c.std)) {
+            Some(row) => Err(Error::invalid(
+                format!("std of row {row}"),
+                self.coefficients[row].std,
+                "0 (a deterministic step) or a finite s > 0",
+            )),
+            None => Ok(()),
+        }
     }
 }
 

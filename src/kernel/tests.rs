@@ -259,3 +259,76 @@ fn kernel_config_round_trips_and_builds_each_kernel() {
         assert_eq!(back, config);
     }
 }
+
+#[test]
+fn stochastic_log_prob_scores_only_the_stochastic_rows_of_a_mixed_batch() {
+    // Rows 0 and 2 take CPS middle steps, rows 1 and 3 its last step (σ' = 0, s = 0).
+    let device = Device::default();
+    let kernel = CpsConfig::new().init().unwrap();
+    let (sigma, sigma_next) = ([0.8, 0.25, 0.5, 0.25], [0.6, 0.0, 0.25, 0.0]);
+    let x = [0.1, -0.4, 0.9, 0.3, 0.2, -0.7, 1.5, -1.0];
+    let v = [1.0, 0.5, -0.5, 0.0, 2.0, -1.0, 0.3, 0.7];
+    let next_values = [0.4, -0.2, 0.0, 0.0, -0.3, 0.6, 0.0, 0.0];
+    let next = matrix(&next_values, 4, &device);
+    let step = kernel
+        .transition(
+            matrix(&x, 4, &device),
+            matrix(&v, 4, &device),
+            &sigma,
+            &sigma_next,
+        )
+        .unwrap();
+    assert_eq!(step.stochastic_rows(), vec![0, 2]);
+    let err = step.log_prob(next.clone()).unwrap_err();
+    assert!(err.to_string().contains("std of row 1"), "{err}");
+
+    let (rows, log_prob) = step.stochastic_log_prob(next).unwrap();
+    assert_eq!(rows, vec![0, 2]);
+    let log_prob = host_values(log_prob).unwrap();
+    assert_eq!(log_prob.len(), 2);
+    // The Gaussian formula of ALGORITHMS.md §3 in f64, from the host coefficients:
+    // log π = mean_N[−(x' − μ)²/(2s²)] − ln s − ½·ln 2π with μ = a·x + b·v.
+    for (k, &row) in rows.iter().enumerate() {
+        let c = step.coefficients[row];
+        let s = c.std;
+        let mean_sq = (0..2)
+            .map(|j| {
+                let i = 2 * row + j;
+                let mu = c.sample_scale * f64::from(x[i]) + c.velocity_scale * f64::from(v[i]);
+                (f64::from(next_values[i]) - mu).powi(2)
+            })
+            .sum::<f64>()
+            / 2.0;
+        let want = -mean_sq / (2.0 * s * s) - s.ln() - 0.5 * (2.0 * std::f64::consts::PI).ln();
+        assert_abs_diff_eq!(log_prob[k] as f64, want, epsilon = 1e-5);
+    }
+}
+
+#[test]
+fn stochastic_log_prob_of_deterministic_or_malformed_steps() {
+    let device = Device::default();
+    let x = matrix(&[1.0, 2.0, 3.0, 4.0], 2, &device);
+    let ode = Ode
+        .transition(x.clone(), x.clone(), &[0.5; 2], &[0.4; 2])
+        .unwrap();
+    let (rows, log_prob) = ode.stochastic_log_prob(x.clone()).unwrap();
+    assert!(rows.is_empty());
+    assert_eq!(log_prob.dims(), [0]);
+    let wrong = matrix(&[1.0, 2.0], 1, &device);
+    let err = ode.stochastic_log_prob(wrong).unwrap_err();
+    assert!(matches!(err, crate::Error::ShapeMismatch { .. }), "{err}");
+
+    // A user kernel's NaN std is neither deterministic nor stochastic.
+    let mut broken = FlowSdeConfig::new()
+        .init()
+        .unwrap()
+        .transition(x.clone(), x.clone(), &[0.5; 2], &[0.4; 2])
+        .unwrap();
+    broken.coefficients[1].std = f64::NAN;
+    for err in [
+        broken.log_prob(x.clone()).unwrap_err(),
+        broken.stochastic_log_prob(x).unwrap_err(),
+    ] {
+        assert!(err.to_string().contains("std of row 1"), "{err}");
+    }
+}

@@ -16,7 +16,8 @@ pub struct RowBatch {
     pub old_mean: Tensor<2>,
     /// `x'`, the latent the rollout actually drew, `[R, N]`.
     pub sample: Tensor<2>,
-    /// `s`, the transition std of each row's step, `[R]`, all > 0.
+    /// `s`, the transition std of each row's step, `[R]`, all > 0 with `s²` a normal f32
+    /// (about 1.1e-19 < s < 1.8e19).
     pub std: Tensor<1>,
     /// `dt = σ' − σ` of each row's step, `[R]` (negative; GRPO-Guard weights by `1/|dt|`).
     pub dt: Tensor<1>,

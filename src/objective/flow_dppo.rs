@@ -1,11 +1,13 @@
 use burn::config::Config;
+use burn::prelude::*;
 
 use super::TrustRegionObjective;
 use super::batch::RowBatch;
-use super::metrics::{HostRows, MaskMetrics, ObjectiveOutput, fraction, joint_fraction};
+use super::evaluate::{Decision, RowValues, evaluate};
+use super::metrics::ObjectiveOutput;
 use super::terms::{RowTerms, active_surrogate};
 use crate::error::{Error, Result};
-use crate::tensor_util::{expect_vector, to_f32};
+use crate::tensor_util::to_f32;
 
 /// Which rows Flow-DPPO drops once their divergence reaches τ.
 #[derive(Config, Debug, PartialEq, Eq, Copy)]
@@ -81,12 +83,52 @@ impl TrustRegionObjective for FlowDppo {
     }
 
     fn loss(&self, batch: &RowBatch) -> Result<ObjectiveOutput> {
-        let (rows, _) = batch.validate()?;
-        let terms = RowTerms::new(batch);
-        let log_ratio = terms.log_ratio();
-        let divergence = match self.divergence {
-            DppoDivergence::MeanKl => terms.kl.clone(),
+        evaluate(batch, |terms| {
+            let log_ratio = terms.log_ratio();
+            let divergence = self.divergence(batch, terms)?;
+            let over_threshold = divergence.clone().greater_equal_elem(self.threshold);
+            let dropped = match self.mask {
+                DppoMask::Symmetric => over_threshold.clone(),
+                DppoMask::AdvantageAware => {
+                    let advantages = batch.advantages.clone();
+                    let log_ratio = log_ratio.clone().detach();
+                    // r > 1 ⟺ log r > 0: comparing the log avoids rounding in exp.
+                    let pushes_up = advantages
+                        .clone()
+                        .greater_elem(0.0)
+                        .bool_and(log_ratio.clone().greater_elem(0.0));
+                    let pushes_down = advantages
+                        .lower_elem(0.0)
+                        .bool_and(log_ratio.lower_elem(0.0));
+                    over_threshold
+                        .clone()
+                        .bool_and(pushes_up.bool_or(pushes_down))
+                }
+            };
+            let row_loss =
+                active_surrogate(log_ratio.clone(), batch.advantages.clone(), dropped.clone());
+            Ok(RowValues {
+                log_ratio,
+                row_loss,
+                regulated_log_ratio: None,
+                weighting_dt: None,
+                decision: Decision::Mask {
+                    divergence,
+                    over_threshold,
+                    dropped,
+                },
+            })
+        })
+    }
+}
+
+impl FlowDppo {
+    /// The gating divergence D per row, detached, `[R]`.
+    fn divergence(&self, batch: &RowBatch, terms: &RowTerms) -> Result<Tensor<1>> {
+        match self.divergence {
+            DppoDivergence::MeanKl => Ok(terms.kl.clone()),
             DppoDivergence::Velocity => {
+                // RowBatch::validate has checked its shape.
                 let scale = batch.velocity_scale.clone().ok_or_else(|| {
                     Error::invalid(
                         "velocity_scale",
@@ -94,64 +136,9 @@ impl TrustRegionObjective for FlowDppo {
                         "the kernel's per-row velocity coefficients (RowBatch::with_velocity_scale) for the velocity-space divergence",
                     )
                 })?;
-                expect_vector("velocity_scale", &scale, rows)?;
                 let scale = to_f32(scale).detach();
-                terms.mean_sq_diff.clone() / (scale.clone() * scale)
+                Ok(terms.mean_sq_diff.clone() / (scale.clone() * scale))
             }
-        };
-        let over_threshold = divergence.clone().greater_equal_elem(self.threshold);
-        let log_ratio_value = log_ratio.clone().detach();
-        let drop = match self.mask {
-            DppoMask::Symmetric => over_threshold.clone(),
-            DppoMask::AdvantageAware => {
-                let advantages = batch.advantages.clone();
-                // r > 1 ⟺ log r > 0: comparing the log avoids rounding in exp.
-                let pushes_up = advantages
-                    .clone()
-                    .greater_elem(0.0)
-                    .bool_and(log_ratio_value.clone().greater_elem(0.0));
-                let pushes_down = advantages
-                    .lower_elem(0.0)
-                    .bool_and(log_ratio_value.lower_elem(0.0));
-                over_threshold
-                    .clone()
-                    .bool_and(pushes_up.bool_or(pushes_down))
-            }
-        };
-        let row_loss = active_surrogate(log_ratio.clone(), batch.advantages.clone(), drop.clone());
-        let host = HostRows::read(
-            &log_ratio,
-            &terms.kl,
-            &terms.std,
-            &batch.advantages,
-            &row_loss,
-            vec![divergence, over_threshold.float(), drop.float()],
-        )?;
-        let (divergence, over, dropped) = (&host.extra[0], &host.extra[1], &host.extra[2]);
-        let positive: Vec<f32> = host
-            .advantages
-            .iter()
-            .map(|&a| f32::from(a > 0.0))
-            .collect();
-        let negative: Vec<f32> = host
-            .advantages
-            .iter()
-            .map(|&a| f32::from(a < 0.0))
-            .collect();
-        let mut metrics = host.common_metrics();
-        metrics.mask = Some(MaskMetrics {
-            divergence_mean: divergence.iter().map(|&d| d as f64).sum::<f64>() / rows as f64,
-            divergence_max: divergence
-                .iter()
-                .fold(f64::NEG_INFINITY, |m, &d| m.max(d as f64)),
-            over_threshold_fraction: fraction(over),
-            dropped_fraction: fraction(dropped),
-            dropped_positive_fraction: joint_fraction(dropped, &positive),
-            dropped_negative_fraction: joint_fraction(dropped, &negative),
-        });
-        Ok(ObjectiveOutput {
-            loss: row_loss.mean(),
-            metrics,
-        })
+        }
     }
 }

@@ -1,11 +1,11 @@
 use burn::config::Config;
 
 use super::batch::RowBatch;
-use super::metrics::{HostRows, ObjectiveOutput};
-use super::ratio_clip::clip_metrics;
-use super::terms::{ClippedSurrogate, RowTerms};
+use super::evaluate::{Decision, RowValues, evaluate};
+use super::metrics::ObjectiveOutput;
+use super::terms::ClippedSurrogate;
 use super::{TrustRegionObjective, check_epsilon};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::tensor_util::to_f32;
 
 /// Configuration of [`GrpoGuard`].
@@ -52,51 +52,34 @@ impl TrustRegionObjective for GrpoGuard {
     }
 
     fn loss(&self, batch: &RowBatch) -> Result<ObjectiveOutput> {
-        batch.validate()?;
-        let terms = RowTerms::new(batch);
-        let projected_noise = terms.projected_noise();
-        // log r = mean_N(e·d)/s² − KL: the true ratio for the metrics, without another pass.
-        let log_ratio = projected_noise.clone().detach() - terms.kl.clone();
-        let regulated_log_ratio = projected_noise * terms.std.clone();
-        let surrogate = ClippedSurrogate::new(
-            regulated_log_ratio,
-            batch.advantages.clone(),
-            self.epsilon,
-            self.epsilon,
-        );
-        let dt = to_f32(batch.dt.clone()).detach();
-        let row_loss = if self.dt_reweighting {
-            surrogate.row_loss.clone() / dt.clone().abs()
-        } else {
-            surrogate.row_loss.clone()
-        };
-        let host = HostRows::read(
-            &log_ratio,
-            &terms.kl,
-            &terms.std,
-            &batch.advantages,
-            &row_loss,
-            vec![
-                surrogate.clipped_high.float(),
-                surrogate.clipped_low.float(),
-                dt,
-            ],
-        )?;
-        if self.dt_reweighting {
-            let dt = &host.extra[2];
-            if let Some(row) = dt.iter().position(|v| !(v.is_finite() && *v != 0.0)) {
-                return Err(Error::invalid(
-                    format!("dt of row {row}"),
-                    dt[row],
-                    "a finite, non-zero step size (σ' − σ) for the 1/|dt| weight",
-                ));
-            }
-        }
-        let mut metrics = host.common_metrics();
-        metrics.clip = Some(clip_metrics(&host.extra[0], &host.extra[1]));
-        Ok(ObjectiveOutput {
-            loss: row_loss.mean(),
-            metrics,
+        evaluate(batch, |terms| {
+            let projected_noise = terms.projected_noise();
+            // log r = mean_N(e·d)/s² − KL: the true ratio for the metrics, without another pass.
+            let log_ratio = projected_noise.clone().detach() - terms.kl.clone();
+            let regulated_log_ratio = projected_noise * terms.std.clone();
+            let surrogate = ClippedSurrogate::new(
+                regulated_log_ratio.clone(),
+                batch.advantages.clone(),
+                self.epsilon,
+                self.epsilon,
+            );
+            let dt = self
+                .dt_reweighting
+                .then(|| to_f32(batch.dt.clone()).detach());
+            let row_loss = match &dt {
+                Some(dt) => surrogate.row_loss / dt.clone().abs(),
+                None => surrogate.row_loss,
+            };
+            Ok(RowValues {
+                log_ratio,
+                row_loss,
+                regulated_log_ratio: Some(regulated_log_ratio),
+                weighting_dt: dt,
+                decision: Decision::Clip {
+                    high: surrogate.clipped_high,
+                    low: surrogate.clipped_low,
+                },
+            })
         })
     }
 }

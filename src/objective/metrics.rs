@@ -3,8 +3,7 @@
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
-use crate::tensor_util::host_values;
+use super::diagnostics::RowDiagnostics;
 
 /// Summary statistics of the importance ratio `r = π_new(x')/π_old(x')` over the rows.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
@@ -222,131 +221,6 @@ pub struct ObjectiveOutput {
     pub loss: Tensor<1>,
     /// Diagnostics computed from the same values.
     pub metrics: ObjectiveMetrics,
-}
-
-/// Per-row values read back from the device in one transfer.
-pub(crate) struct HostRows {
-    pub log_ratio: Vec<f32>,
-    pub kl: Vec<f32>,
-    pub advantages: Vec<f32>,
-    pub row_loss: Vec<f32>,
-    /// The objective's own per-row columns, in the order given to [`HostRows::read`].
-    pub extra: Vec<Vec<f32>>,
-}
-
-impl HostRows {
-    /// Reads the common per-row columns plus `extra` (each `[R]`), and rejects rows whose
-    /// std, advantage or log-ratio would otherwise spread a NaN.
-    pub(crate) fn read(
-        log_ratio: &Tensor<1>,
-        kl: &Tensor<1>,
-        std: &Tensor<1>,
-        advantages: &Tensor<1>,
-        row_loss: &Tensor<1>,
-        extra: Vec<Tensor<1>>,
-    ) -> Result<Self> {
-        let rows = log_ratio.dims()[0];
-        let mut columns = vec![
-            log_ratio.clone().detach(),
-            kl.clone().detach(),
-            std.clone().detach(),
-            advantages.clone().detach(),
-            row_loss.clone().detach(),
-        ];
-        columns.extend(extra.into_iter().map(|column| column.detach()));
-        let width = columns.len();
-        let flat = host_values(Tensor::stack::<2>(columns, 0))?;
-        let mut columns: Vec<Vec<f32>> = flat.chunks(rows).map(<[f32]>::to_vec).collect();
-        debug_assert_eq!(columns.len(), width);
-        let extra = columns.split_off(5);
-        let [log_ratio, kl, std, advantages, row_loss]: [Vec<f32>; 5] =
-            columns.try_into().expect("five common columns");
-        check_positive_std(&std)?;
-        check_finite("advantage", &advantages)?;
-        if let Some(row) = log_ratio.iter().position(|v| v.is_nan()) {
-            return Err(Error::NonFinite {
-                what: "log-ratio (new_mean, old_mean or sample holds NaN or Inf)".into(),
-                index: row,
-                value: f64::NAN,
-            });
-        }
-        Ok(Self {
-            log_ratio,
-            kl,
-            advantages,
-            row_loss,
-            extra,
-        })
-    }
-
-    /// The metrics every objective reports.
-    pub(crate) fn common_metrics(&self) -> ObjectiveMetrics {
-        let rows = self.log_ratio.len();
-        let ratios: Vec<f64> = self.log_ratio.iter().map(|&l| (l as f64).exp()).collect();
-        let ratio_mean = mean(&ratios);
-        let ratio_var = ratios.iter().map(|r| (r - ratio_mean).powi(2)).sum::<f64>() / rows as f64;
-        let kl: Vec<f64> = self.kl.iter().map(|&k| k as f64).collect();
-        ObjectiveMetrics {
-            rows,
-            loss: self.row_loss.iter().map(|&l| l as f64).sum::<f64>() / rows as f64,
-            ratio: RatioStats {
-                mean: ratio_mean,
-                std: ratio_var.sqrt(),
-                min: ratios.iter().copied().fold(f64::INFINITY, f64::min),
-                max: ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max),
-            },
-            approx_kl: self
-                .log_ratio
-                .iter()
-                .map(|&l| 0.5 * (l as f64).powi(2))
-                .sum::<f64>()
-                / rows as f64,
-            kl_mean: mean(&kl),
-            kl_max: kl.iter().copied().fold(f64::NEG_INFINITY, f64::max),
-            clip: None,
-            mask: None,
-            reference_kl: None,
-        }
-    }
-}
-
-fn mean(values: &[f64]) -> f64 {
-    values.iter().sum::<f64>() / values.len() as f64
-}
-
-/// The fraction of set flags in a 0/1 column.
-pub(crate) fn fraction(flags: &[f32]) -> f64 {
-    flags.iter().filter(|&&f| f > 0.5).count() as f64 / flags.len() as f64
-}
-
-/// The fraction of rows where both 0/1 columns are set.
-pub(crate) fn joint_fraction(flags: &[f32], other: &[f32]) -> f64 {
-    let both = flags
-        .iter()
-        .zip(other)
-        .filter(|&(&a, &b)| a > 0.5 && b > 0.5)
-        .count();
-    both as f64 / flags.len() as f64
-}
-
-pub(crate) fn check_finite(what: &str, values: &[f32]) -> Result<()> {
-    match values.iter().position(|v| !v.is_finite()) {
-        Some(index) => Err(Error::NonFinite {
-            what: what.into(),
-            index,
-            value: values[index] as f64,
-        }),
-        None => Ok(()),
-    }
-}
-
-fn check_positive_std(std: &[f32]) -> Result<()> {
-    match std.iter().position(|s| !(s.is_finite() && *s > 0.0)) {
-        Some(row) => Err(Error::invalid(
-            format!("std of row {row}"),
-            std[row],
-            "a finite s > 0: only stochastic (SDE) steps have a log-probability",
-        )),
-        None => Ok(()),
-    }
+    /// The per-row values the metrics summarise, each `[R]`, from the same transfer.
+    pub rows: RowDiagnostics,
 }

@@ -7,7 +7,9 @@
 //!
 //! ```
 //! use burn::prelude::*;
-//! use flow_rl::objective::{FlowDppoConfig, RatioClipConfig, RowBatch, TrustRegionObjective};
+//! use flow_rl::objective::{
+//!     FlowDppoConfig, RatioClipConfig, RowBatch, RowStatus, TrustRegionObjective,
+//! };
 //!
 //! let device = Device::default().autodiff();
 //! let (rows, dims) = (4, 8);
@@ -28,10 +30,15 @@
 //! let grads = output.loss.backward();
 //! assert!(new_mean.grad(&grads).is_some());
 //! println!("{} dropped {:.2}", objective.name(), output.metrics.mask.unwrap().dropped_fraction);
+//! // Per row: what the mask did, and each row's log r, KL and loss term.
+//! assert_eq!(output.rows.status.len(), rows);
+//! assert_eq!(output.rows.status[0], RowStatus::Kept);
 //! # Ok::<(), flow_rl::Error>(())
 //! ```
 
 mod batch;
+mod diagnostics;
+mod evaluate;
 mod flow_dppo;
 mod grpo_guard;
 mod metrics;
@@ -40,6 +47,7 @@ mod reference_kl;
 mod terms;
 
 pub use batch::RowBatch;
+pub use diagnostics::{RowDiagnostics, RowStatus};
 pub use flow_dppo::{DppoDivergence, DppoMask, FlowDppo, FlowDppoConfig};
 pub use grpo_guard::{GrpoGuard, GrpoGuardConfig};
 pub use metrics::{ClipMetrics, MaskMetrics, ObjectiveMetrics, ObjectiveOutput, RatioStats};
@@ -59,8 +67,16 @@ pub trait TrustRegionObjective: std::fmt::Debug + Send + Sync {
 
     /// The loss (to minimise) and its diagnostics.
     ///
-    /// Errors if the batch's shapes disagree, if a std is not positive and finite, if an
-    /// advantage is not finite, or if the log-ratio is NaN (NaN in the means or sample).
+    /// The crate's objectives also return each row's log-ratio, KL, loss and
+    /// [`RowStatus`] in [`ObjectiveOutput::rows`], from the same single read-back as the
+    /// metrics.
+    ///
+    /// They reject any row that cannot give a finite loss, with an error naming the row and
+    /// the value: shapes that disagree; a std that is not positive or whose square is not a
+    /// normal f32; a non-finite advantage; a log-ratio or KL that is NaN or ±inf (non-finite
+    /// means or sample); under GRPO-Guard's `1/|dt|` weight, a dt that is zero, subnormal or
+    /// not finite; and a row that keeps its gradient while its ratio `exp(log r)` overflows
+    /// f32 (the policy moved too far in one update: lower the learning rate).
     fn loss(&self, batch: &RowBatch) -> Result<ObjectiveOutput>;
 }
 

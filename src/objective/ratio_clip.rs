@@ -1,8 +1,9 @@
 use burn::config::Config;
 
 use super::batch::RowBatch;
-use super::metrics::{ClipMetrics, HostRows, ObjectiveOutput, fraction};
-use super::terms::{ClippedSurrogate, RowTerms};
+use super::evaluate::{Decision, RowValues, evaluate};
+use super::metrics::ObjectiveOutput;
+use super::terms::ClippedSurrogate;
 use super::{TrustRegionObjective, check_epsilon};
 use crate::error::Result;
 
@@ -48,42 +49,24 @@ impl TrustRegionObjective for RatioClip {
     }
 
     fn loss(&self, batch: &RowBatch) -> Result<ObjectiveOutput> {
-        batch.validate()?;
-        let terms = RowTerms::new(batch);
-        let log_ratio = terms.log_ratio();
-        let surrogate = ClippedSurrogate::new(
-            log_ratio.clone(),
-            batch.advantages.clone(),
-            self.epsilon_low,
-            self.epsilon_high,
-        );
-        let host = HostRows::read(
-            &log_ratio,
-            &terms.kl,
-            &terms.std,
-            &batch.advantages,
-            &surrogate.row_loss,
-            vec![
-                surrogate.clipped_high.float(),
-                surrogate.clipped_low.float(),
-            ],
-        )?;
-        let mut metrics = host.common_metrics();
-        metrics.clip = Some(clip_metrics(&host.extra[0], &host.extra[1]));
-        Ok(ObjectiveOutput {
-            loss: surrogate.row_loss.mean(),
-            metrics,
+        evaluate(batch, |terms| {
+            let log_ratio = terms.log_ratio();
+            let surrogate = ClippedSurrogate::new(
+                log_ratio.clone(),
+                batch.advantages.clone(),
+                self.epsilon_low,
+                self.epsilon_high,
+            );
+            Ok(RowValues {
+                log_ratio,
+                row_loss: surrogate.row_loss,
+                regulated_log_ratio: None,
+                weighting_dt: None,
+                decision: Decision::Clip {
+                    high: surrogate.clipped_high,
+                    low: surrogate.clipped_low,
+                },
+            })
         })
-    }
-}
-
-/// Clip fractions from the 0/1 columns of high and low clipping.
-pub(super) fn clip_metrics(high: &[f32], low: &[f32]) -> ClipMetrics {
-    let high_fraction = fraction(high);
-    let low_fraction = fraction(low);
-    ClipMetrics {
-        fraction: high_fraction + low_fraction,
-        high_fraction,
-        low_fraction,
     }
 }

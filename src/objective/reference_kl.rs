@@ -2,7 +2,8 @@ use burn::config::Config;
 
 use super::TrustRegionObjective;
 use super::batch::RowBatch;
-use super::metrics::{ObjectiveOutput, check_finite};
+use super::evaluate::check_finite;
+use super::metrics::ObjectiveOutput;
 use crate::error::{Error, Result};
 use crate::kernel::gaussian_kl;
 use crate::tensor_util::{host_values, to_f32};
@@ -35,7 +36,9 @@ impl ReferenceKlConfig {
 /// ```
 ///
 /// Flow-GRPO divides by `σ_t²` instead of `s² = σ_t²·(−dt)`, which is not the KL; this uses
-/// `s²`. With β > 0 the batch must carry [`RowBatch::ref_mean`].
+/// `s²`. With β > 0 the batch must carry [`RowBatch::ref_mean`]. The output's
+/// [`rows`](super::ObjectiveOutput::rows) are the wrapped objective's: the penalty is added
+/// to the loss and the metrics only.
 #[derive(Debug, Clone)]
 pub struct ReferenceKl<O> {
     objective: O,
