@@ -37,7 +37,7 @@ use burn::config::Config;
 use burn::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::tensor_util::{column, expect_matrix, to_f32, vector};
+use crate::tensor_util::{column, expect_matrix, int_index, to_f32, vector};
 
 /// The coefficients of one step: `μ = sample_scale·x + velocity_scale·v`, std `std`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -132,9 +132,7 @@ impl Transition {
         } else if stochastic.len() == rows {
             gaussian_log_prob(next, self.mean.clone(), self.std.clone())?
         } else {
-            let indices: Vec<i64> = stochastic.iter().map(|&row| row as i64).collect();
-            let indices =
-                Tensor::<1, Int>::from_data(TensorData::new(indices, [stochastic.len()]), &device);
+            let indices = int_index(&stochastic, &device);
             gaussian_log_prob(
                 next.select(0, indices.clone()),
                 self.mean.clone().select(0, indices.clone()),
