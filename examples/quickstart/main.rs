@@ -87,10 +87,8 @@ fn run(args: Args) -> Result<()> {
     for name in &objectives {
         ObjectiveConfig::from_name(name)?;
     }
-    std::fs::create_dir_all(&args.output_dir).map_err(|err| flow_rl::Error::Io {
-        path: args.output_dir.display().to_string(),
-        message: err.to_string(),
-    })?;
+    std::fs::create_dir_all(&args.output_dir)
+        .map_err(|err| flow_rl::Error::io(&args.output_dir, err))?;
     let device = Backend::from_flag(args.backend)?.open()?.autodiff();
     device.seed(args.seed);
 
@@ -121,10 +119,8 @@ fn run(args: Args) -> Result<()> {
          pre-trained model (mean-reduced), summed over the 10 SDE steps, averaged over 512 samples."
     );
     let png = args.output_dir.join("quickstart.png");
-    plot::draw(&png, &runs, &base_samples).map_err(|err| flow_rl::Error::Io {
-        path: png.display().to_string(),
-        message: err.to_string(),
-    })?;
+    plot::draw(&png, &runs, &base_samples)
+        .map_err(|err| flow_rl::Error::io(&png, std::io::Error::other(err.to_string())))?;
     println!(
         "wrote {} and the metrics in {}/*.jsonl",
         png.display(),
