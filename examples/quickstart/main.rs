@@ -24,6 +24,7 @@ use flow_rl::backend::Backend;
 use flow_rl::drift::trajectory_kl;
 use flow_rl::kernel::FlowSdeConfig;
 use flow_rl::models::mlp::{MlpPolicy, MlpPolicyConfig};
+use flow_rl::models::ring::ring_samples;
 use flow_rl::models::{FlowMatchingConfig, pretrain_flow_matching};
 use flow_rl::objective::ObjectiveConfig;
 use flow_rl::policy::Unconditional;
@@ -149,7 +150,7 @@ fn pretrain(args: &Args, device: &Device) -> Result<MlpPolicy> {
     let (policy, loss) = pretrain_flow_matching(
         policy,
         &config,
-        |batch, rng| (toy::ring_samples(batch, rng, device), Unconditional(batch)),
+        |batch, rng| (ring_samples(batch, rng, device), Unconditional(batch)),
         |step, loss| {
             bar.inc(1);
             if step % 50 == 0 {
