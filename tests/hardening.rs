@@ -81,6 +81,9 @@ fn assemble(version: u32, sections: &[Vec<u8>]) -> Vec<u8> {
     contents
 }
 
+/// What a forged record holds in place of a state tensor's parameter id.
+type Relabel = fn(u64) -> Option<u64>;
+
 /// The optimiser record with every state tensor's parameter id replaced by `param_id`.
 fn with_param_ids(record: &[u8], param_id: impl Fn(u64) -> Option<u64>) -> Vec<u8> {
     let reader = Reader::from_bytes(Bytes::from_bytes_vec(record.to_vec())).unwrap();
@@ -145,11 +148,11 @@ fn an_optimiser_record_without_parameter_ids_is_an_error_not_a_panic() {
     let mut parts = sections(&std::fs::read(&good).unwrap());
     let optimizer = parts[2].clone();
 
-    let forgeries: [(&str, Box<dyn Fn(u64) -> Option<u64>>, &str); 2] = [
-        ("no-ids.ckpt", Box::new(|_| None), "carries no parameter id"),
+    let forgeries: [(&str, Relabel, &str); 2] = [
+        ("no-ids.ckpt", |_| None, "carries no parameter id"),
         (
             "foreign-ids.ckpt",
-            Box::new(|id| Some(id ^ 0x5555)),
+            |id| Some(id ^ 0x5555),
             "which the policy does not have",
         ),
     ];

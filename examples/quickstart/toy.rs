@@ -1,6 +1,5 @@
 //! The 2-D toy task: data, reward and evaluation.
 
-use burn::prelude::*;
 use flow_rl::kernel::Ode;
 use flow_rl::models::mlp::MlpPolicy;
 use flow_rl::models::ring::mode_centre;

@@ -260,7 +260,10 @@ fn checked_weighted_sum(table: &[Vec<f64>], weights: &[f64], what: &str) -> Resu
     let sums: Vec<f64> = (0..table[0].len())
         .map(|i| table.iter().zip(weights).map(|(r, w)| w * r[i]).sum())
         .collect();
-    match sums.iter().position(|sum| !(sum.abs() <= f32::MAX as f64)) {
+    match sums
+        .iter()
+        .position(|sum| !(sum.is_finite() && sum.abs() <= f32::MAX as f64))
+    {
         Some(sample) => Err(Error::NonFinite {
             what: format!("{what} (beyond f32's range) of sample"),
             index: sample,

@@ -9,7 +9,7 @@
 //! let device = Device::default();
 //! let points = ring::ring_samples(256, &mut Rng::seed_from(0), &device); // [256, 2]
 //! assert_eq!(points.dims(), [256, 2]);
-//! let values = points.into_data().convert::<f32>().to_vec::<f32>().unwrap();
+//! let values = points.into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
 //! for point in values.chunks(2) {
 //!     let radius = (point[0] as f64).hypot(point[1] as f64);
 //!     assert!((radius - RADIUS).abs() < 1.0);
@@ -71,7 +71,11 @@ mod tests {
     fn samples_cluster_around_every_mode_with_the_mode_std() {
         let count = 8000;
         let points = ring_samples(count, &mut Rng::seed_from(3), &Device::default());
-        let values = points.into_data().convert::<f32>().to_vec::<f32>().unwrap();
+        let values = points
+            .into_data()
+            .convert::<f32>()
+            .try_to_vec::<f32>()
+            .unwrap();
         let mut members = [0usize; MODES];
         let mut squared_offsets = 0.0;
         for point in values.chunks(2) {
