@@ -44,7 +44,10 @@ struct Header {
 
 impl<P: FlowPolicy> Trainer<P> {
     /// Writes the trainer's state to `path`: to a temporary file beside it, synced, then
-    /// renamed over `path`, so a crash leaves the previous checkpoint intact.
+    /// renamed over `path`, so a crash leaves the previous checkpoint intact. Temporaries
+    /// that killed saves to `path` left behind are removed first (on Linux).
+    ///
+    /// Errors ([`Error::Io`]) if `path` is a folder or a device, or its folder is not writable.
     pub fn save_checkpoint(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
         let header = serde_json::to_vec(&Header {
