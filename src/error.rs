@@ -40,13 +40,16 @@ pub enum Error {
         value: f64,
     },
 
-    /// A file could not be read or written.
-    #[error("I/O error on {path}: {message}")]
+    /// A file or folder could not be read or written, or is not the kind of entry expected
+    /// (a folder or a device where a regular file belongs). Build it with [`Error::io`].
+    #[error("I/O error on {path}: {source}")]
     Io {
-        /// The file.
+        /// The file or folder.
         path: String,
-        /// What went wrong.
-        message: String,
+        /// What went wrong; its [`kind`](std::io::Error::kind) tells a missing file from a
+        /// folder or a permission problem.
+        #[source]
+        source: std::io::Error,
     },
 
     /// A checkpoint could not be written or restored.
@@ -174,6 +177,23 @@ fn describe_weight_problems(path: &str, problems: &[WeightProblem]) -> String {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// Builds an [`Error::Io`] for `path`.
+    ///
+    /// ```
+    /// use flow_rl::Error;
+    ///
+    /// let missing = std::io::Error::from(std::io::ErrorKind::NotFound);
+    /// let err = Error::io("runs/step-10.ckpt", missing);
+    /// assert!(err.to_string().starts_with("I/O error on runs/step-10.ckpt: "));
+    /// assert!(matches!(&err, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound));
+    /// ```
+    pub fn io(path: impl AsRef<std::path::Path>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.as_ref().display().to_string(),
+            source,
+        }
+    }
+
     /// Builds an [`Error::InvalidArgument`].
     pub(crate) fn invalid(
         name: impl Into<String>,

@@ -1,12 +1,16 @@
 //! Per-step training metrics and their JSON-lines log.
 
+mod non_finite;
+
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::io::{check_replaceable, read_regular_file};
 use crate::objective::ObjectiveMetrics;
 
 /// Mean and std of one reward over a rollout.
@@ -52,6 +56,23 @@ pub struct StepMetrics {
 
 /// Appends one JSON object per line to a file, flushing after each line so that a crash
 /// loses nothing already reported.
+///
+/// JSON has no NaN or infinity: non-finite floats are written as the strings `"NaN"`, `"inf"`
+/// and `"-inf"` (serde_json alone would write `null`), and [`read_json_lines`] reads them back.
+///
+/// ```
+/// use flow_rl::metrics::{JsonLinesWriter, read_json_lines};
+///
+/// let folder = tempfile::tempdir()?;
+/// let path = folder.path().join("losses.jsonl");
+/// let mut log = JsonLinesWriter::append(&path)?;
+/// log.write(&(1, 0.5))?;
+/// log.write(&(2, f64::NAN))?;
+/// assert_eq!(std::fs::read_to_string(&path)?, "[1,0.5]\n[2,\"NaN\"]\n");
+/// let lines: Vec<(usize, f64)> = read_json_lines(&path)?;
+/// assert!(lines[1].1.is_nan());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug)]
 pub struct JsonLinesWriter {
     path: PathBuf,
@@ -60,30 +81,53 @@ pub struct JsonLinesWriter {
 
 impl JsonLinesWriter {
     /// Opens (creating if needed) `path` for appending.
+    ///
+    /// Errors ([`Error::Io`]) if `path` is a folder or a device, where lines would be lost,
+    /// or cannot be opened.
     pub fn append(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
+        check_replaceable(&path)?;
         let file = OpenOptions::new()
             .create(true)
             .append(true)
             .open(&path)
-            .map_err(|err| Error::Io {
-                path: path.display().to_string(),
-                message: err.to_string(),
-            })?;
+            .map_err(|err| Error::io(&path, err))?;
         Ok(Self { path, file })
     }
 
     /// Writes `record` as one line.
+    ///
+    /// Errors if `record` has no JSON form (a map with keys that are not strings, numbers or
+    /// bools) or if the line cannot be written.
     pub fn write<T: Serialize>(&mut self, record: &T) -> Result<()> {
-        let line = serde_json::to_string(record).map_err(|err| Error::Io {
-            path: self.path.display().to_string(),
-            message: err.to_string(),
-        })?;
+        let line = non_finite::to_value(record)
+            .and_then(|value| serde_json::to_string(&value))
+            .map_err(|err| Error::invalid("record", err, "a value with a JSON form"))?;
         writeln!(self.file, "{line}")
             .and_then(|_| self.file.flush())
-            .map_err(|err| Error::Io {
-                path: self.path.display().to_string(),
-                message: err.to_string(),
-            })
+            .map_err(|err| Error::io(&self.path, err))
     }
+}
+
+/// Reads every line of a JSON-lines file written by [`JsonLinesWriter`], with `"NaN"`, `"inf"`
+/// and `"-inf"` read as floats where `T` holds one.
+///
+/// Errors ([`Error::Io`]) if the path is not a readable regular file or a line is not a `T`;
+/// the error names the line (from 1).
+pub fn read_json_lines<T: DeserializeOwned>(path: impl AsRef<Path>) -> Result<Vec<T>> {
+    let path = path.as_ref();
+    let text = String::from_utf8(read_regular_file(path)?)
+        .map_err(|err| Error::io(path, std::io::Error::new(ErrorKind::InvalidData, err)))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, line)| !line.trim().is_empty())
+        .map(|(index, line)| {
+            serde_json::from_str(line)
+                .and_then(non_finite::from_value)
+                .map_err(|err| {
+                    let why = format!("line {}: {err}", index + 1);
+                    Error::io(path, std::io::Error::new(ErrorKind::InvalidData, why))
+                })
+        })
+        .collect()
 }

@@ -22,10 +22,16 @@ use burn::config::Config;
 use crate::error::{Error, Result};
 use crate::rng::Rng;
 
+/// The most denoising steps a schedule may have.
+///
+/// Samplers use tens of steps (SD3.5: 28 to 40; the Flow-GRPO recipes: 10); the bound keeps
+/// a mistyped count (`usize::MAX`, 2^40) from exhausting memory instead of failing.
+pub const MAX_STEPS: usize = 100_000;
+
 /// Configuration of the SD3-family shifted σ schedule.
 #[derive(Config, Debug, PartialEq)]
 pub struct SigmaScheduleConfig {
-    /// Number of denoising steps T (at least 1).
+    /// Number of denoising steps T, in `1..=`[`MAX_STEPS`].
     #[config(default = 10)]
     pub steps: usize,
     /// Shift α (SD3 and SD3.5 use 3). `1` gives the unshifted linear schedule.
@@ -34,15 +40,9 @@ pub struct SigmaScheduleConfig {
 }
 
 impl SigmaScheduleConfig {
-    /// Builds the schedule, checking `steps ≥ 1` and a finite `shift > 0`.
+    /// Builds the schedule, checking `1 ≤ steps ≤ MAX_STEPS` and a finite `shift > 0`.
     pub fn init(&self) -> Result<SigmaSchedule> {
-        if self.steps == 0 {
-            return Err(Error::invalid(
-                "steps",
-                self.steps,
-                "at least 1 denoising step",
-            ));
-        }
+        check_steps("steps", self.steps)?;
         if !(self.shift.is_finite() && self.shift > 0.0) {
             return Err(Error::invalid(
                 "shift",
@@ -152,16 +152,11 @@ impl Default for SdeStepSelection {
 impl SdeStepSelection {
     /// The stochastic steps of one rollout of `total_steps` steps, ascending.
     ///
-    /// Errors if a window is not a valid sub-interval of `[0, 1]`, if it holds no step, or if
-    /// `count` is 0 or larger than the number of steps in the window.
+    /// Errors if `total_steps` is 0 or above [`MAX_STEPS`], if a window is not a valid
+    /// sub-interval of `[0, 1]`, if it holds no step, or if `count` is 0 or larger than the
+    /// number of steps in the window.
     pub fn select(&self, total_steps: usize, rng: &mut Rng) -> Result<Vec<usize>> {
-        if total_steps == 0 {
-            return Err(Error::invalid(
-                "total_steps",
-                0,
-                "at least 1 denoising step",
-            ));
-        }
+        check_steps("total_steps", total_steps)?;
         match *self {
             SdeStepSelection::RandomSubset {
                 window_start,
@@ -189,11 +184,35 @@ impl SdeStepSelection {
                         "a fraction of T in (0, 1]",
                     ));
                 }
-                // Step 0 always satisfies 0 < fraction·T, so the range is never empty.
-                Ok((0..window_bound(fraction, total_steps)).collect())
+                // A fraction·T below the tolerance of `window_bound` holds no step.
+                let end = window_bound(fraction, total_steps);
+                if end == 0 {
+                    return Err(Error::invalid(
+                        "fraction",
+                        fraction,
+                        format!(
+                            "a fraction of T that holds at least one step: fraction·T = \
+                             {} with T = {total_steps}, so no step i < fraction·T",
+                            fraction * total_steps as f64
+                        ),
+                    ));
+                }
+                Ok((0..end).collect())
             }
         }
     }
+}
+
+/// Checks a step count against `1..=MAX_STEPS`.
+fn check_steps(name: &str, steps: usize) -> Result<()> {
+    if !(1..=MAX_STEPS).contains(&steps) {
+        return Err(Error::invalid(
+            name,
+            steps,
+            format!("between 1 and {MAX_STEPS} denoising steps"),
+        ));
+    }
+    Ok(())
 }
 
 /// The first step index `i` with `i ≥ fraction·T`, i.e. the exclusive end of `i < fraction·T`.
@@ -372,5 +391,40 @@ mod tests {
         }
         let tiny = SdeStepSelection::BelowFraction { fraction: 0.05 };
         assert_eq!(tiny.select(10, &mut Rng::seed_from(0)).unwrap(), vec![0]);
+    }
+
+    #[test]
+    fn step_counts_above_the_bound_are_errors_not_allocations() {
+        // usize::MAX used to panic with a capacity overflow and 2^40 to abort on allocation.
+        for steps in [usize::MAX, 1 << 40, MAX_STEPS + 1] {
+            let err = SigmaScheduleConfig::new()
+                .with_steps(steps)
+                .init()
+                .unwrap_err();
+            let message = err.to_string();
+            assert!(
+                message.contains(&steps.to_string()) && message.contains("100000"),
+                "{message}"
+            );
+            let every_step = SdeStepSelection::BelowFraction { fraction: 1.0 };
+            assert!(every_step.select(steps, &mut Rng::seed_from(0)).is_err());
+        }
+        let longest = SigmaScheduleConfig::new()
+            .with_steps(MAX_STEPS)
+            .init()
+            .unwrap();
+        assert_eq!(longest.steps(), MAX_STEPS);
+    }
+
+    #[test]
+    fn a_below_fraction_that_holds_no_step_is_an_error_naming_it() {
+        // 1e-12·10 is below every step index: the selection used to be empty.
+        let selection = SdeStepSelection::BelowFraction { fraction: 1e-12 };
+        let err = selection.select(10, &mut Rng::seed_from(0)).unwrap_err();
+        let message = err.to_string();
+        assert!(
+            message.contains("fraction") && message.contains("0.000000000001"),
+            "{message}"
+        );
     }
 }

@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::path::PathBuf;
-
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::prelude::*;
@@ -18,12 +16,6 @@ use flow_rl::models::mmdit::{
 use flow_rl::policy::{Guided, checked_velocity};
 use flow_rl::reward::{HostReward, RewardSet};
 use flow_rl::trainer::{Trainer, TrainerConfig};
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("flow-rl-mmdit-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
-}
 
 fn values<const D: usize>(tensor: Tensor<D>) -> Vec<f32> {
     tensor.into_data().convert::<f32>().try_to_vec().unwrap()
@@ -161,7 +153,7 @@ fn bad_inputs_get_errors_that_say_what_was_expected() {
 
 #[test]
 fn a_checkpoint_of_another_family_is_named_and_refused() {
-    let path = scratch("flux.safetensors");
+    let path = common::scratch("flux.safetensors");
     let data = [0u8; 16];
     let view = |shape: Vec<usize>| {
         safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape, &data).unwrap()
@@ -184,7 +176,7 @@ fn a_checkpoint_of_another_family_is_named_and_refused() {
         MmditCheckpoint::open(&path),
         Err(Error::Checkpoint { .. })
     ));
-    let missing = MmditCheckpoint::open(scratch("absent.safetensors")).unwrap_err();
+    let missing = MmditCheckpoint::open(common::scratch("absent.safetensors")).unwrap_err();
     assert!(matches!(missing, Error::Io { .. }), "{missing:?}");
 }
 
@@ -318,7 +310,7 @@ fn lora_adapters_round_trip_through_their_file_and_merge() {
     let device = Device::default().autodiff();
     let config = MmditConfig::tiny();
     let base = config.init(&device).unwrap();
-    let base_file = scratch("base.mpk");
+    let base_file = common::scratch("base.mpk");
     base.clone().save_file(&base_file).unwrap();
     let mut model = MmditLoraConfig::new()
         .with_targets(vec![LoraTarget::Attention, LoraTarget::Mlp])
@@ -330,7 +322,7 @@ fn lora_adapters_round_trip_through_their_file_and_merge() {
     model = AdamWConfig::new().init().step(1e-2, model, grads);
     let adapted = values(run(&model, &inputs));
 
-    let adapter = scratch("adapter.safetensors");
+    let adapter = common::scratch("adapter.safetensors");
     model.save_lora(&adapter).unwrap();
     let bytes = std::fs::read(&adapter).unwrap();
     let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
@@ -484,7 +476,7 @@ fn prompt_embeddings_round_trip_and_check_their_format() {
     let error = prompts.check_widths(&MmditConfig::tiny()).unwrap_err();
     assert!(error.to_string().contains("[P, L, 64]"), "{error}");
 
-    let path = scratch("prompts.safetensors");
+    let path = common::scratch("prompts.safetensors");
     let half = PromptEmbeddings::new(
         prompts.prompts.clone(),
         prompts.context.clone().cast(FloatDType::BF16),
@@ -576,7 +568,7 @@ fn a_lora_mmdit_trains_through_the_crate_trainer() {
 fn edited_adapter(
     name: &str,
     edit: impl FnOnce(&mut Vec<(String, Vec<usize>, Vec<u8>)>),
-) -> PathBuf {
+) -> common::ScratchPath {
     let bytes = std::fs::read(fixture("plain/lora.safetensors")).unwrap();
     let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = file
@@ -594,7 +586,7 @@ fn edited_adapter(
             (key.clone(), view)
         })
         .collect();
-    let path = scratch(name);
+    let path = common::scratch(name);
     std::fs::write(&path, safetensors::serialize(views, None).unwrap()).unwrap();
     path
 }
@@ -679,7 +671,7 @@ fn a_lora_trainer_checkpoint_restores_the_adapters() {
     let reward = RewardSet::single(HostReward::new("first", |sample: &[f32]| sample[0]));
     let mut trainer = Trainer::new(config.clone(), policy(), &device).unwrap();
     trainer.step(&conditions, &reward).unwrap();
-    let path = scratch("lora-trainer.ckpt");
+    let path = common::scratch("lora-trainer.ckpt");
     trainer.save_checkpoint(&path).unwrap();
     let restored = Trainer::new(config, policy(), &device)
         .unwrap()

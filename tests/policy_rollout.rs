@@ -12,7 +12,8 @@ use flow_rl::rollout::{RolloutConfig, RolloutPlan, rollout};
 use flow_rl::schedule::SigmaScheduleConfig;
 
 mod common;
-use common::toy::{distance_to_ring, ring_samples};
+use common::toy::distance_to_ring;
+use flow_rl::models::ring::ring_samples;
 
 #[test]
 fn pretraining_moves_ode_samples_onto_the_modes() {

@@ -121,8 +121,7 @@ fn replay_of_the_first_mini_batch_is_on_policy() {
 #[test]
 fn metrics_are_written_as_json_lines() {
     let device = Device::default().autodiff();
-    let path = std::env::temp_dir().join(format!("flow-rl-metrics-{}.jsonl", std::process::id()));
-    let _ = std::fs::remove_file(&path);
+    let path = common::scratch("metrics.jsonl");
     let config = config("ratio-clip").with_metrics_path(Some(path.display().to_string()));
     let mut trainer = Trainer::new(config, pretrained_mlp(50, &device), &device).unwrap();
     for _ in 0..3 {
@@ -270,10 +269,6 @@ fn assert_same_parameters(a: &MlpPolicy, b: &MlpPolicy) {
     assert!(worst <= 1e-6, "parameters differ by up to {worst}");
 }
 
-fn temp_path(name: &str) -> std::path::PathBuf {
-    std::env::temp_dir().join(format!("flow-rl-{}-{name}", std::process::id()))
-}
-
 #[test]
 fn resuming_from_a_checkpoint_gives_the_same_run() {
     let device = Device::default().autodiff();
@@ -284,7 +279,7 @@ fn resuming_from_a_checkpoint_gives_the_same_run() {
         straight.step(&Unconditional(4), &upper_modes()).unwrap();
     }
 
-    let path = temp_path("resume.ckpt");
+    let path = common::scratch("resume.ckpt");
     let mut first = Trainer::new(config(), base.clone(), &device).unwrap();
     for _ in 0..2 {
         first.step(&Unconditional(4), &upper_modes()).unwrap();
@@ -315,7 +310,7 @@ fn resuming_from_a_checkpoint_gives_the_same_run() {
 fn bad_checkpoints_are_errors_and_leave_the_good_one_intact() {
     let device = Device::default().autodiff();
     let base = pretrained_mlp(5, &device);
-    let path = temp_path("good.ckpt");
+    let path = common::scratch("good.ckpt");
     let mut trainer = Trainer::new(config("flow-dppo"), base.clone(), &device).unwrap();
     trainer.step(&Unconditional(4), &upper_modes()).unwrap();
     trainer.save_checkpoint(&path).unwrap();
@@ -323,12 +318,12 @@ fn bad_checkpoints_are_errors_and_leave_the_good_one_intact() {
 
     let fresh = || Trainer::new(config("flow-dppo"), base.clone(), &device).unwrap();
     let err = fresh()
-        .load_checkpoint(temp_path("missing.ckpt"))
+        .load_checkpoint(common::scratch("missing.ckpt"))
         .err()
         .unwrap();
     assert!(matches!(err, flow_rl::Error::Io { .. }), "{err}");
 
-    let truncated = temp_path("truncated.ckpt");
+    let truncated = common::scratch("truncated.ckpt");
     std::fs::write(&truncated, &good[..good.len() / 2]).unwrap();
     let err = fresh().load_checkpoint(&truncated).err().unwrap();
     assert!(err.to_string().contains("truncated"), "{err}");
@@ -340,7 +335,7 @@ fn bad_checkpoints_are_errors_and_leave_the_good_one_intact() {
 
     // A failed save (into a missing directory) leaves no trace and no damage.
     let err = trainer
-        .save_checkpoint(temp_path("no-such-dir").join("x.ckpt"))
+        .save_checkpoint(common::scratch("no-such-dir").join("x.ckpt"))
         .unwrap_err();
     assert!(matches!(err, flow_rl::Error::Io { .. }), "{err}");
     assert_eq!(
@@ -378,7 +373,7 @@ fn the_prompt_tracker_is_used_and_restored_from_checkpoints() {
             .unwrap();
     }
 
-    let path = temp_path("tracker.ckpt");
+    let path = common::scratch("tracker.ckpt");
     let mut first = Trainer::new(tracked(), base.clone(), &device).unwrap();
     for _ in 0..2 {
         first

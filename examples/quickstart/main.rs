@@ -24,6 +24,7 @@ use flow_rl::backend::Backend;
 use flow_rl::drift::trajectory_kl;
 use flow_rl::kernel::FlowSdeConfig;
 use flow_rl::models::mlp::{MlpPolicy, MlpPolicyConfig};
+use flow_rl::models::ring::ring_samples;
 use flow_rl::models::{FlowMatchingConfig, pretrain_flow_matching};
 use flow_rl::objective::ObjectiveConfig;
 use flow_rl::policy::Unconditional;
@@ -87,10 +88,8 @@ fn run(args: Args) -> Result<()> {
     for name in &objectives {
         ObjectiveConfig::from_name(name)?;
     }
-    std::fs::create_dir_all(&args.output_dir).map_err(|err| flow_rl::Error::Io {
-        path: args.output_dir.display().to_string(),
-        message: err.to_string(),
-    })?;
+    std::fs::create_dir_all(&args.output_dir)
+        .map_err(|err| flow_rl::Error::io(&args.output_dir, err))?;
     let device = Backend::from_flag(args.backend)?.open()?.autodiff();
     device.seed(args.seed);
 
@@ -121,10 +120,8 @@ fn run(args: Args) -> Result<()> {
          pre-trained model (mean-reduced), summed over the 10 SDE steps, averaged over 512 samples."
     );
     let png = args.output_dir.join("quickstart.png");
-    plot::draw(&png, &runs, &base_samples).map_err(|err| flow_rl::Error::Io {
-        path: png.display().to_string(),
-        message: err.to_string(),
-    })?;
+    plot::draw(&png, &runs, &base_samples)
+        .map_err(|err| flow_rl::Error::io(&png, std::io::Error::other(err.to_string())))?;
     println!(
         "wrote {} and the metrics in {}/*.jsonl",
         png.display(),
@@ -153,7 +150,7 @@ fn pretrain(args: &Args, device: &Device) -> Result<MlpPolicy> {
     let (policy, loss) = pretrain_flow_matching(
         policy,
         &config,
-        |batch, rng| (toy::ring_samples(batch, rng, device), Unconditional(batch)),
+        |batch, rng| (ring_samples(batch, rng, device), Unconditional(batch)),
         |step, loss| {
             bar.inc(1);
             if step % 50 == 0 {

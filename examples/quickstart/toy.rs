@@ -1,43 +1,20 @@
 //! The 2-D toy task: data, reward and evaluation.
 
-use burn::prelude::*;
 use flow_rl::kernel::Ode;
 use flow_rl::models::mlp::MlpPolicy;
+use flow_rl::models::ring::mode_centre;
 use flow_rl::policy::Unconditional;
 use flow_rl::reward::{HostReward, RewardSet};
 use flow_rl::rollout::{RolloutConfig, RolloutPlan, rollout};
 use flow_rl::schedule::SigmaScheduleConfig;
 use flow_rl::{Result, Rng};
 
-const RADIUS: f64 = 2.0;
-const MODE_STD: f64 = 0.1;
-
-/// The centre of mode `m` of 8 on the circle.
-fn mode(m: usize) -> (f64, f64) {
-    let angle = m as f64 * std::f64::consts::TAU / 8.0;
-    (RADIUS * angle.cos(), RADIUS * angle.sin())
-}
-
-/// `count` points from the mixture of 8 Gaussians (std 0.1) on a circle of radius 2.
-pub fn ring_samples(count: usize, rng: &mut Rng, device: &Device) -> Tensor<2> {
-    let mut data = Vec::with_capacity(2 * count);
-    for _ in 0..count {
-        let (cx, cy) = mode(rng.below(8));
-        let (u1, u2) = (rng.uniform().max(1e-12), rng.uniform());
-        let radius = (-2.0 * u1.ln()).sqrt();
-        let angle = std::f64::consts::TAU * u2;
-        data.push((cx + MODE_STD * radius * angle.cos()) as f32);
-        data.push((cy + MODE_STD * radius * angle.sin()) as f32);
-    }
-    Tensor::from_data(TensorData::new(data, [count, 2]), device)
-}
-
 /// How close a point is to the three upper modes (45°, 90°, 135°): a sum of Gaussian bumps,
 /// so the reward is smooth and bounded.
 pub fn score(point: &[f32]) -> f32 {
     (1..=3)
         .map(|m| {
-            let (cx, cy) = mode(m);
+            let (cx, cy) = mode_centre(m);
             let d2 = (point[0] as f64 - cx).powi(2) + (point[1] as f64 - cy).powi(2);
             (-d2 / 0.5).exp() as f32
         })

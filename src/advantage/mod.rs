@@ -95,27 +95,35 @@ impl AdvantageConfig {
         group_size: usize,
     ) -> Result<Advantages> {
         self.validate()?;
-        let rewards = to_f64_table(rewards, weights, group_size)?;
-        let batch = rewards[0].len();
+        let table = to_f64_table(rewards, weights, group_size)?;
+        let batch = table[0].len();
         let groups = batch / group_size;
         let constant: Vec<bool> = (0..groups)
             .map(|g| {
-                rewards
+                table
                     .iter()
                     .all(|reward| is_constant(&reward[g * group_size..(g + 1) * group_size]))
             })
             .collect();
         let mut values = match combination {
             RewardCombination::WeightedSum => {
-                let summed = weighted_sum(&rewards, weights);
+                // The same f32 sums as the per-prompt tracker's path of the trainer.
+                let summed: Vec<f64> = weighted_sum(rewards, weights)?
+                    .into_iter()
+                    .map(f64::from)
+                    .collect();
                 normalize(&summed, group_size, self.std_scope, self.eps)
             }
             RewardCombination::Gdpo => {
-                let per_reward: Vec<Vec<f64>> = rewards
+                let per_reward: Vec<Vec<f64>> = table
                     .iter()
                     .map(|reward| normalize(reward, group_size, StdScope::Group, self.eps))
                     .collect();
-                let summed = weighted_sum(&per_reward, weights);
+                let summed = checked_weighted_sum(
+                    &per_reward,
+                    weights,
+                    "weighted sum of normalised rewards (GDPO)",
+                )?;
                 standardize(&summed, self.eps)
             }
         };
@@ -153,12 +161,20 @@ fn clip_values(values: Vec<f64>, clip: Option<f64>) -> Vec<f32> {
         .collect()
 }
 
-/// Checks the table's shape and values and converts it to f64.
+/// Checks the table's shape and values, and `group_size` against it, and converts it to f64.
 fn to_f64_table<R: AsRef<[f32]>>(
     rewards: &[R],
     weights: &[f64],
     group_size: usize,
 ) -> Result<Vec<Vec<f64>>> {
+    let table = checked_table(rewards, weights)?;
+    check_group_size(group_size, table[0].len())?;
+    Ok(table)
+}
+
+/// Checks that there is at least one reward, one finite weight per reward, equal lengths and
+/// finite values, and converts the table to f64.
+fn checked_table<R: AsRef<[f32]>>(rewards: &[R], weights: &[f64]) -> Result<Vec<Vec<f64>>> {
     if rewards.is_empty() {
         return Err(Error::invalid(
             "rewards",
@@ -181,7 +197,6 @@ fn to_f64_table<R: AsRef<[f32]>>(
         ));
     }
     let batch = rewards[0].as_ref().len();
-    check_group_size(group_size, batch)?;
     rewards
         .iter()
         .enumerate()
@@ -227,10 +242,35 @@ pub(crate) fn check_finite_rewards(rewards: &[f32], reward_index: usize) -> Resu
     }
 }
 
-fn weighted_sum(table: &[Vec<f64>], weights: &[f64]) -> Vec<f64> {
-    (0..table[0].len())
+/// The weighted sum `Σ_k weights[k]·values[k][i]` of K rewards per sample (`values[k][i]` is
+/// reward k of sample i; K values of B samples in, B sums out), computed in f64.
+///
+/// Errors if there are no rewards, if `weights` does not hold one finite weight per reward,
+/// if the rewards differ in length or hold NaN or infinities, and with [`Error::NonFinite`]
+/// naming the first sample whose sum does not fit an f32 (a weight of 1e308 on a reward of 1).
+pub(crate) fn weighted_sum<R: AsRef<[f32]>>(values: &[R], weights: &[f64]) -> Result<Vec<f32>> {
+    let table = checked_table(values, weights)?;
+    let sums = checked_weighted_sum(&table, weights, "weighted sum of rewards")?;
+    Ok(sums.into_iter().map(|sum| sum as f32).collect())
+}
+
+/// `Σ_k weights[k]·table[k][i]` per sample; an error naming the first sample `i` whose sum
+/// is beyond f32's range, where advantages live (and beyond which their std overflows).
+fn checked_weighted_sum(table: &[Vec<f64>], weights: &[f64], what: &str) -> Result<Vec<f64>> {
+    let sums: Vec<f64> = (0..table[0].len())
         .map(|i| table.iter().zip(weights).map(|(r, w)| w * r[i]).sum())
-        .collect()
+        .collect();
+    match sums
+        .iter()
+        .position(|sum| !(sum.is_finite() && sum.abs() <= f32::MAX as f64))
+    {
+        Some(sample) => Err(Error::NonFinite {
+            what: format!("{what} (beyond f32's range) of sample"),
+            index: sample,
+            value: sums[sample] as f32 as f64,
+        }),
+        None => Ok(sums),
+    }
 }
 
 /// `(x − mean_group) / (std + eps)`, with the std of `scope`.

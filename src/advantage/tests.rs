@@ -253,3 +253,40 @@ fn tracker_state_round_trips_and_rejects_bad_input() {
             .is_err()
     );
 }
+
+#[test]
+fn weighted_sum_of_rewards_is_per_sample() {
+    // 0.5·[1, 2, -4] + 2·[3, 4, 0.25] = [6.5, 9, -1.5]
+    let sums = weighted_sum(&[vec![1.0, 2.0, -4.0], vec![3.0, 4.0, 0.25]], &[0.5, 2.0]).unwrap();
+    assert_eq!(sums, vec![6.5, 9.0, -1.5]);
+    assert!(weighted_sum(&[vec![1.0, 2.0], vec![3.0]], &[1.0, 1.0]).is_err());
+    assert!(weighted_sum(&[vec![1.0, 2.0]], &[1.0, 1.0]).is_err());
+    assert!(weighted_sum(&[vec![1.0, f32::NAN]], &[1.0]).is_err());
+}
+
+#[test]
+fn a_weighted_sum_that_overflows_is_an_error_naming_the_sample() {
+    // 1e308 · 0 is fine; 1e308 · 1 does not fit an f32 (and 1e308 · 2 not even an f64).
+    let rewards = [0.0, 0.0, 1.0, 2.0];
+    let err = weighted_sum(&[rewards.to_vec()], &[1e308]).unwrap_err();
+    assert!(matches!(&err, Error::NonFinite { index: 2, .. }), "{err:?}");
+    for combination in [RewardCombination::WeightedSum, RewardCombination::Gdpo] {
+        // Used to return NaN (or silently zero) advantages.
+        let err = AdvantageConfig::new()
+            .compute_multi(
+                &[rewards, [1.0, 0.0, 0.0, 0.0]],
+                &[1e308, 1.0],
+                combination,
+                2,
+            )
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::NonFinite { what, .. } if what.contains("weighted sum")),
+            "{combination:?}: {err:?}"
+        );
+    }
+    let err = AdvantageConfig::new()
+        .compute_multi(&[rewards], &[1e308], RewardCombination::WeightedSum, 2)
+        .unwrap_err();
+    assert!(err.to_string().contains("index 2"), "{err}");
+}

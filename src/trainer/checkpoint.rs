@@ -4,24 +4,34 @@
 //!
 //! Layout: the magic `FLOWRLCK`, a format version (u32 LE), then three length-prefixed
 //! (u64 LE) sections — a JSON header (configuration, step, RNG), the policy's burnpack record
-//! and the optimiser's — and an FNV-1a 64 checksum of everything before it.
+//! and the optimiser's — and a CRC-32 (IEEE, u32 LE) of everything before it.
+//!
+//! Format 1 ended in an FNV-1a 64 checksum instead; it is refused with an error that says so.
 
-use std::fs;
+use std::collections::BTreeSet;
 use std::path::Path;
 
+use burn::module::list_param_ids;
 use burn::store::ModuleRecord;
+use burn::store::burn_pack::Reader;
 use burn::tensor::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::{Trainer, TrainerConfig};
 use crate::advantage::PromptStatTracker;
 use crate::error::{Error, Result};
-use crate::io::write_atomically;
+use crate::io::{read_regular_file, write_atomically};
 use crate::policy::FlowPolicy;
 use crate::rng::Rng;
 
 const MAGIC: &[u8; 8] = b"FLOWRLCK";
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
+/// The format before CRC-32 checksums.
+const FNV_VERSION: u32 = 1;
+/// Bytes of the magic and the version that start every checkpoint.
+const PREAMBLE: usize = MAGIC.len() + 4;
+/// Bytes of the CRC-32 that ends it.
+const CHECKSUM: usize = 4;
 
 #[derive(Serialize, Deserialize)]
 struct Header {
@@ -34,7 +44,10 @@ struct Header {
 
 impl<P: FlowPolicy> Trainer<P> {
     /// Writes the trainer's state to `path`: to a temporary file beside it, synced, then
-    /// renamed over `path`, so a crash leaves the previous checkpoint intact.
+    /// renamed over `path`, so a crash leaves the previous checkpoint intact. Temporaries
+    /// that killed saves to `path` left behind are removed first (on Linux).
+    ///
+    /// Errors ([`Error::Io`]) if `path` is a folder or a device, or its folder is not writable.
     pub fn save_checkpoint(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
         let header = serde_json::to_vec(&Header {
@@ -61,7 +74,7 @@ impl<P: FlowPolicy> Trainer<P> {
             contents.extend_from_slice(&(section.len() as u64).to_le_bytes());
             contents.extend_from_slice(section);
         }
-        let checksum = fnv1a(&contents);
+        let checksum = crc32fast::hash(&contents);
         contents.extend_from_slice(&checksum.to_le_bytes());
         write_atomically(path, &contents)
     }
@@ -69,14 +82,14 @@ impl<P: FlowPolicy> Trainer<P> {
     /// Restores the state saved by [`Trainer::save_checkpoint`]. The trainer must have been
     /// built with the same configuration (apart from `metrics_path`).
     ///
-    /// Errors if the file is missing, truncated or corrupt, or comes from another
-    /// configuration; the trainer is consumed either way, and the file is never modified.
+    /// Errors if the path is missing or not a regular file ([`Error::Io`]), or if the file is
+    /// truncated or corrupt, in the format 1 of earlier versions, comes from another
+    /// configuration or holds an optimiser record that does not fit the policy
+    /// ([`Error::Checkpoint`]); the trainer is consumed either way, and the file is never
+    /// modified.
     pub fn load_checkpoint(mut self, path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let contents = fs::read(path).map_err(|err| Error::Io {
-            path: path.display().to_string(),
-            message: err.to_string(),
-        })?;
+        let contents = read_regular_file(path)?;
         let [header, policy, optimizer] =
             parse(&contents).map_err(|why| checkpoint_error(path, why))?;
         let header: Header = serde_json::from_slice(header)
@@ -97,6 +110,8 @@ impl<P: FlowPolicy> Trainer<P> {
             .policy
             .try_load_record(record)
             .map_err(|err| checkpoint_error(path, format!("policy record: {err:?}")))?;
+        check_optimizer_record(optimizer, &self.policy)
+            .map_err(|why| checkpoint_error(path, format!("optimizer record: {why}")))?;
         self.optimizer = self
             .optimizer
             .from_bytes(Bytes::from_bytes_vec(optimizer.to_vec()))
@@ -116,41 +131,85 @@ fn comparable_config(config: &TrainerConfig) -> String {
 
 /// The three sections of a checkpoint, after checking magic, version, lengths and checksum.
 fn parse(contents: &[u8]) -> std::result::Result<[&[u8]; 3], String> {
-    let body_len = contents
-        .len()
-        .checked_sub(8)
-        .filter(|&len| len >= MAGIC.len() + 4)
-        .ok_or("the file is too short to be a checkpoint (truncated?)")?;
-    let (body, checksum) = contents.split_at(body_len);
-    if &body[..MAGIC.len()] != MAGIC {
+    if contents.len() < PREAMBLE {
+        return Err("the file is too short to be a checkpoint (truncated?)".into());
+    }
+    if &contents[..MAGIC.len()] != MAGIC {
         return Err("not a flow-rl checkpoint (bad magic bytes)".into());
     }
-    let version = u32::from_le_bytes(body[8..12].try_into().expect("4 bytes"));
-    if version != VERSION {
-        return Err(format!(
-            "format version {version}; this build reads {VERSION}"
-        ));
+    let version = u32::from_le_bytes(contents[MAGIC.len()..PREAMBLE].try_into().expect("4 bytes"));
+    match version {
+        VERSION => {}
+        FNV_VERSION => {
+            return Err(format!(
+                "written in checkpoint format {FNV_VERSION}, which this version of flow-rl no \
+                 longer reads: format {VERSION} changed the checksum from FNV-1a to CRC-32. \
+                 Resume with the flow-rl release that wrote it, or start a new run"
+            ));
+        }
+        other => {
+            return Err(format!(
+                "checkpoint format {other}; this version of flow-rl reads format {VERSION}"
+            ));
+        }
     }
-    if fnv1a(body) != u64::from_le_bytes(checksum.try_into().expect("8 bytes")) {
+    let body_len = contents
+        .len()
+        .checked_sub(CHECKSUM)
+        .filter(|&len| len >= PREAMBLE)
+        .ok_or("the file is too short to be a checkpoint (truncated?)")?;
+    let (body, checksum) = contents.split_at(body_len);
+    if crc32fast::hash(body) != u32::from_le_bytes(checksum.try_into().expect("4 bytes")) {
         return Err("checksum mismatch: the file is truncated or corrupt".into());
     }
-    let mut rest = &body[12..];
+    let mut rest = &body[PREAMBLE..];
     let mut sections = Vec::with_capacity(3);
     for name in ["header", "policy", "optimizer"] {
         let too_short = || format!("the {name} section is truncated");
         let len_bytes = rest.get(..8).ok_or_else(too_short)?;
-        let len = u64::from_le_bytes(len_bytes.try_into().expect("8 bytes")) as usize;
-        let section = rest.get(8..8 + len).ok_or_else(too_short)?;
+        let len = usize::try_from(u64::from_le_bytes(len_bytes.try_into().expect("8 bytes")))
+            .map_err(|_| too_short())?;
+        let end = len.checked_add(8).ok_or_else(too_short)?;
+        let section = rest.get(8..end).ok_or_else(too_short)?;
         sections.push(section);
-        rest = &rest[8 + len..];
+        rest = &rest[end..];
     }
     Ok(sections.try_into().expect("three sections"))
 }
 
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &byte| {
-        (hash ^ byte as u64).wrapping_mul(0x0000_0100_0000_01b3)
-    })
+/// Checks that every state tensor of the optimiser record belongs to a parameter of
+/// `policy`; burn-optim panics on a tensor without a parameter id.
+fn check_optimizer_record<P: FlowPolicy>(
+    record: &[u8],
+    policy: &P,
+) -> std::result::Result<(), String> {
+    let reader = Reader::from_bytes(Bytes::from_bytes_vec(record.to_vec()))
+        .map_err(|err| format!("not a burnpack record: {err:?}"))?;
+    let tensors = reader
+        .into_tensors()
+        .map_err(|err| format!("unreadable tensors: {err:?}"))?;
+    let parameters: BTreeSet<u64> = list_param_ids(policy)
+        .into_iter()
+        .map(|id| id.val())
+        .collect();
+    for tensor in tensors {
+        match tensor.param_id {
+            None => {
+                return Err(format!(
+                    "state tensor `{}` carries no parameter id",
+                    tensor.name
+                ));
+            }
+            Some(id) if !parameters.contains(&id) => {
+                return Err(format!(
+                    "state tensor `{}` belongs to parameter {id}, which the policy does not have",
+                    tensor.name
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
 }
 
 fn checkpoint_error(path: &Path, message: impl std::fmt::Display) -> Error {

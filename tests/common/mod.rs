@@ -10,6 +10,44 @@ use burn::prelude::*;
 use flow_rl::Rng;
 use flow_rl::objective::RowBatch;
 
+/// A file path inside a fresh temporary folder; dropping it removes the folder and
+/// everything written there, even when the test fails.
+#[derive(Debug)]
+pub struct ScratchPath {
+    folder: tempfile::TempDir,
+    path: std::path::PathBuf,
+}
+
+impl ScratchPath {
+    /// The folder that holds the path.
+    pub fn folder(&self) -> &std::path::Path {
+        self.folder.path()
+    }
+}
+
+impl std::ops::Deref for ScratchPath {
+    type Target = std::path::Path;
+    fn deref(&self) -> &std::path::Path {
+        &self.path
+    }
+}
+
+impl AsRef<std::path::Path> for ScratchPath {
+    fn as_ref(&self) -> &std::path::Path {
+        &self.path
+    }
+}
+
+/// `name` (not yet created) in a new temporary folder of its own.
+pub fn scratch(name: &str) -> ScratchPath {
+    let folder = tempfile::Builder::new()
+        .prefix("flow-rl-test-")
+        .tempdir()
+        .expect("a temporary folder");
+    let path = folder.path().join(name);
+    ScratchPath { folder, path }
+}
+
 /// A batch of rows held on the host in f64.
 #[derive(Debug, Clone)]
 pub struct HostBatch {

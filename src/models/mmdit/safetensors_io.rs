@@ -8,7 +8,7 @@ use burn::tensor::{DType, TensorData};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
 use crate::error::{Error, Result};
-use crate::io::write_atomically;
+use crate::io::{read_regular_file, write_atomically};
 
 /// The float dtypes these files hold, as safetensors and burn name them.
 const FLOAT_DTYPES: [(Dtype, DType); 4] = [
@@ -30,16 +30,14 @@ impl SafetensorsFile {
         Self::default()
     }
 
-    /// Reads a whole file.
+    /// Reads a whole file; a missing path, a folder or a device is an [`Error::Io`] that
+    /// says which.
     pub(crate) fn read(path: &Path) -> Result<Self> {
         let error = |message: String| Error::Checkpoint {
             path: path.display().to_string(),
             message,
         };
-        let bytes = std::fs::read(path).map_err(|err| Error::Io {
-            path: path.display().to_string(),
-            message: err.to_string(),
-        })?;
+        let bytes = read_regular_file(path)?;
         let (_, header) = SafeTensors::read_metadata(&bytes)
             .map_err(|err| error(format!("not a safetensors file: {err}")))?;
         let metadata = header.metadata().clone().unwrap_or_default();

@@ -10,6 +10,7 @@ use burn::store::burn_pack::Tensor as PackTensor;
 
 use super::keymap::WeightLayout;
 use crate::error::{Error, Result};
+use crate::io::check_regular_file;
 
 /// The key prefix of the transformer in Stability AI's single files.
 const OFFICIAL_PREFIX: &str = "model.diffusion_model.";
@@ -19,12 +20,7 @@ const DIFFUSERS_FILE: &str = "diffusion_pytorch_model.safetensors";
 const DIFFUSERS_INDEX: &str = "diffusion_pytorch_model.safetensors.index.json";
 
 fn read_file(path: &Path) -> Result<BTreeMap<String, PackTensor>> {
-    if !path.is_file() {
-        return Err(Error::Io {
-            path: path.display().to_string(),
-            message: "no such file or folder".into(),
-        });
-    }
+    check_regular_file(path)?;
     let mut store = SafetensorsStore::from_file(path);
     store
         .get_all_tensors()
@@ -64,7 +60,7 @@ fn read_shards(folder: &Path, index: &Path) -> Result<BTreeMap<String, PackTenso
         path: index.display().to_string(),
         message,
     };
-    let text = std::fs::read_to_string(index).map_err(|err| io(err.to_string()))?;
+    let text = std::fs::read_to_string(index).map_err(|err| Error::io(index, err))?;
     let json: serde_json::Value =
         serde_json::from_str(&text).map_err(|err| io(format!("not JSON: {err}")))?;
     let weight_map = json
