@@ -13,7 +13,7 @@ use std::time::Instant;
 use burn::optim::{AdamWConfig, ModuleOptimizer};
 use burn::prelude::*;
 
-use crate::advantage::{Advantages, PromptStatTracker, PromptStatTrackerConfig};
+use crate::advantage::{Advantages, PromptStatTracker, PromptStatTrackerConfig, weighted_sum};
 use crate::buffer::{InMemoryBuffer, TrajectoryBuffer};
 use crate::error::{Error, Result};
 use crate::kernel::StepKernel;
@@ -319,20 +319,8 @@ impl<P: FlowPolicy> Trainer<P> {
     ) -> Result<Advantages> {
         match (tracker, prompts) {
             (Some(tracker), Some(prompts)) => {
-                let weights = rewards.weights();
-                let samples = scores.values.first().map_or(0, Vec::len);
-                let combined: Vec<f32> = (0..samples)
-                    .map(|i| {
-                        let total: f64 = scores
-                            .values
-                            .iter()
-                            .zip(&weights)
-                            .map(|(values, w)| w * values[i] as f64)
-                            .sum();
-                        total as f32
-                    })
-                    .collect();
-                let sample_prompts: Vec<&str> = (0..samples)
+                let combined = weighted_sum(&scores.values, &rewards.weights())?;
+                let sample_prompts: Vec<&str> = (0..combined.len())
                     .map(|i| prompts[i / self.config.group_size])
                     .collect();
                 tracker.update(&sample_prompts, &combined)
