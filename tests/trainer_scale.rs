@@ -367,3 +367,42 @@ fn tiny_lora_mmdit_trains_with_micro_batches_and_rollout_chunks() {
         "tiny MMDiT",
     );
 }
+
+#[test]
+fn a_checkpoint_resumes_with_other_micro_batch_and_chunk_sizes() {
+    let device = Device::default().autodiff();
+    let base = pretrained_mlp(20, &device);
+    let config = one_update_config("flow-dppo", None);
+    let mut trainer = Trainer::new(config.clone(), base.clone(), &device).unwrap();
+    trainer.step(&Unconditional(4), &distance_reward()).unwrap();
+    let scratch = common::scratch("resume.ckpt");
+    trainer.save_checkpoint(&scratch).unwrap();
+    let smaller = config
+        .clone()
+        .with_micro_batch_rows(Some(7))
+        .with_rollout_batch_size(Some(5));
+    let mut resumed = Trainer::new(smaller, base.clone(), &device)
+        .unwrap()
+        .load_checkpoint(&scratch)
+        .unwrap();
+    assert_eq!(
+        module_values(resumed.policy()),
+        module_values(trainer.policy())
+    );
+    let a = resumed.step(&Unconditional(4), &distance_reward()).unwrap();
+    let b = trainer.step(&Unconditional(4), &distance_reward()).unwrap();
+    assert_eq!(a.sde_steps, b.sde_steps);
+    let difference = relative_difference(
+        &module_values(resumed.policy()),
+        &module_values(trainer.policy()),
+    );
+    assert!(difference < 1e-6, "{difference}");
+    let other = config.with_group_size(4);
+    assert!(
+        Trainer::new(other, base, &device)
+            .unwrap()
+            .load_checkpoint(&scratch)
+            .is_err(),
+        "another group size is another run"
+    );
+}

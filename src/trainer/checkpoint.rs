@@ -35,7 +35,8 @@ const CHECKSUM: usize = 4;
 
 #[derive(Serialize, Deserialize)]
 struct Header {
-    /// The configuration without `metrics_path`, which may differ between runs.
+    /// The configuration without the settings that may differ between runs
+    /// ([`comparable_config`]).
     config: String,
     step: usize,
     rng: Rng,
@@ -80,7 +81,8 @@ impl<P: FlowPolicy> Trainer<P> {
     }
 
     /// Restores the state saved by [`Trainer::save_checkpoint`]. The trainer must have been
-    /// built with the same configuration (apart from `metrics_path`).
+    /// built with the same configuration, apart from `metrics_path`, `rollout_batch_size` and
+    /// `micro_batch_rows`: with those unchanged the resumed run is bit-exact.
     ///
     /// Errors if the path is missing or not a regular file ([`Error::Io`]), or if the file is
     /// truncated or corrupt, in the format 1 of earlier versions, comes from another
@@ -123,9 +125,14 @@ impl<P: FlowPolicy> Trainer<P> {
     }
 }
 
+/// The configuration without the settings a resumed run may change: where metrics go, and
+/// the rollout chunk and micro-batch sizes, which only bound memory (a run resumed on a
+/// smaller GPU may lower them; its updates then equal the original's up to rounding).
 fn comparable_config(config: &TrainerConfig) -> String {
     let mut config = config.clone();
     config.metrics_path = None;
+    config.rollout_batch_size = None;
+    config.micro_batch_rows = None;
     burn::config::config_to_json(&config)
 }
 
