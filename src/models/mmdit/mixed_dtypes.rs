@@ -5,7 +5,8 @@ use burn::tensor::DType;
 
 /// The float dtype that holds the most elements among `tensors` (`(key, dtype, elements)`)
 /// and the keys stored in another float dtype, which the caller casts to it; `None` when
-/// there are no float tensors. Ties go to the wider dtype.
+/// there are no float tensors. Ties go to the wider dtype, and between f16 and bf16 to bf16
+/// (whose range is f32's, so that no value overflows in the cast).
 pub(crate) fn prevailing_dtype<'a>(
     tensors: impl IntoIterator<Item = (&'a str, DType, usize)>,
 ) -> Option<(DType, Vec<&'a str>)> {
@@ -23,7 +24,7 @@ pub(crate) fn prevailing_dtype<'a>(
     let prevailing = floats
         .iter()
         .map(|&(_, dtype, _)| dtype)
-        .max_by_key(|&dtype| (elements_in(dtype), dtype.size()))?;
+        .max_by_key(|&dtype| (elements_in(dtype), dtype.size(), dtype == DType::BF16))?;
     let others = floats
         .iter()
         .filter(|(_, dtype, _)| *dtype != prevailing)
@@ -60,6 +61,16 @@ mod tests {
         assert_eq!(others, ["bias", "norm"]);
         let tie = [("a", DType::BF16, 8), ("b", DType::F32, 8)];
         assert_eq!(prevailing_dtype(tie).unwrap(), (DType::F32, vec!["a"]));
+        let half_tie = [("a", DType::BF16, 8), ("b", DType::F16, 8)];
+        assert_eq!(
+            prevailing_dtype(half_tie).unwrap(),
+            (DType::BF16, vec!["b"])
+        );
+        let half_tie = [("b", DType::F16, 8), ("a", DType::BF16, 8)];
+        assert_eq!(
+            prevailing_dtype(half_tie).unwrap(),
+            (DType::BF16, vec!["b"])
+        );
         assert_eq!(prevailing_dtype([("step", DType::I64, 1)]), None);
     }
 }
