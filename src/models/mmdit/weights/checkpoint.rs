@@ -173,10 +173,12 @@ impl MmditCheckpoint {
     /// another (an f32 bias among bf16 weights): loading casts those to it, with a warning
     /// naming them, so that no layer mixes dtypes. `None` when the dtypes agree.
     fn prevailing_dtype_if_mixed(&self, table: &[Entry]) -> Option<FloatDType> {
-        let stored = table.iter().map(|entry| {
-            let tensor = &self.tensors[&entry.key];
+        // A fused tensor (official `qkv`) feeds several entries but is stored once.
+        let keys: BTreeSet<&str> = table.iter().map(|entry| entry.key.as_str()).collect();
+        let stored = keys.into_iter().map(|key| {
+            let tensor = &self.tensors[key];
             let elements = tensor.shape.to_vec().iter().product();
-            (entry.key.as_str(), tensor.dtype, elements)
+            (key, tensor.dtype, elements)
         });
         let (prevailing, others) = prevailing_dtype(stored)?;
         if others.is_empty() {

@@ -13,10 +13,12 @@ impl MmditCheckpoint {
     /// is the number of consecutive blocks from block 0 that hold the keys every block has
     /// (both streams' modulation and query projection, the image stream's MLP).
     ///
-    /// Fails with [`Error::WeightMismatch`](crate::Error::WeightMismatch) when a tensor read here has the wrong rank
-    /// (listed as mis-shaped, expected sizes shown as 0 where only the file can tell them)
-    /// or block keys lie past the last complete block (listed as unexpected), and with
-    /// [`Error::Checkpoint`](crate::Error::Checkpoint) when there are no blocks or the sizes do not fit together.
+    /// Fails with [`Error::WeightMismatch`](crate::Error::WeightMismatch) when a tensor read
+    /// here has the wrong rank (listed as mis-shaped; as the sizes are what is being
+    /// inferred, the expected shape gives only the rank, each size shown as 0) or block keys
+    /// lie past the last complete block (listed as unexpected), and with
+    /// [`Error::Checkpoint`](crate::Error::Checkpoint) when there are no blocks or the sizes
+    /// do not fit together.
     pub fn infer_config(&self) -> Result<MmditConfig> {
         let names = Names::of(self.layout);
         let depth = self.complete_blocks(&names);
