@@ -867,22 +867,21 @@ fn a_checkpoint_that_mixes_float_dtypes_loads_in_its_prevailing_dtype() {
     );
 }
 
-/// The plain fixture's adapter, all in f32 or with `mixed` factors in f16 among f32 ones,
-/// written into `folder`.
-fn adapter_in_f32(folder: &tempfile::TempDir, mixed: &[&str], alpha: &str) -> PathBuf {
+/// The plain fixture's adapter in `dtype`, but for the `mixed` factors in f16, with metadata
+/// `lora_alpha = alpha`, written into `folder`.
+fn adapter_file(folder: &tempfile::TempDir, dtype: DType, mixed: &[&str], alpha: &str) -> PathBuf {
     let mut file = EditableFile::read(&["plain/lora.safetensors"]);
-    file.convert_all(DType::F32);
+    file.convert_all(dtype);
     for key in mixed {
         let data = file.get_mut(key);
         let half = data.clone().convert_dtype(DType::F16);
         // The fixture's bf16 factors are exact in f16, so the cast back loses nothing.
-        assert_eq!(half.clone().convert_dtype(DType::F32), *data, "{key}");
+        assert_eq!(half.clone().convert_dtype(dtype), *data, "{key}");
         *data = half;
     }
     file.metadata.insert("lora_alpha".into(), alpha.into());
-    let path = folder
-        .path()
-        .join(format!("lora-{}.safetensors", mixed.len()));
+    let name = format!("lora-{dtype:?}-{}.safetensors", mixed.len());
+    let path = folder.path().join(name);
     file.write(&path);
     path
 }
@@ -901,14 +900,17 @@ fn a_lora_file_that_mixes_float_dtypes_loads_in_its_prevailing_dtype() {
             .load_lora(path, None)
             .unwrap()
     };
-    let uniform = adapted(&adapter_in_f32(&folder, &[], "8"));
-    let mixed = adapted(&adapter_in_f32(&folder, &[factor], "8"));
-    let adapter = mixed.blocks[0].image.attention.key.weight.adapter();
-    assert_eq!(adapter.unwrap().a.val().dtype(), DType::F32);
-    assert_eq!(
-        fixture_velocity_bits(&mixed, &device),
-        fixture_velocity_bits(&uniform, &device)
-    );
+    for dtype in [DType::BF16, DType::F32] {
+        let uniform = adapted(&adapter_file(&folder, dtype, &[], "8"));
+        let mixed = adapted(&adapter_file(&folder, dtype, &[factor], "8"));
+        let adapter = mixed.blocks[0].image.attention.key.weight.adapter();
+        assert_eq!(adapter.unwrap().a.val().dtype(), dtype);
+        assert_eq!(
+            fixture_velocity_bits(&mixed, &device),
+            fixture_velocity_bits(&uniform, &device),
+            "one f16 factor among {dtype:?} ones"
+        );
+    }
 }
 
 #[test]
@@ -935,7 +937,7 @@ fn lora_scales_beyond_the_bound_are_refused() {
     let model = checkpoint.infer_config().unwrap().init(&device).unwrap();
     let model = checkpoint.load_into(model, Some(FloatDType::F32)).unwrap();
     let error = model
-        .load_lora(adapter_in_f32(&folder, &[], "1e300"), None)
+        .load_lora(adapter_file(&folder, DType::F32, &[], "1e300"), None)
         .unwrap_err();
     assert!(matches!(error, Error::Checkpoint { .. }), "{error:?}");
     assert!(error.to_string().contains("lora_alpha = 1e300"), "{error}");
