@@ -8,14 +8,15 @@ use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::prelude::*;
 use burn::tensor::{DType, Distribution, FloatDType, TensorData};
-use common::mmdit_fixture::fixture;
-use flow_rl::Error;
+use common::mmdit_fixture::{Cases, EditableFile, fixture};
 use flow_rl::models::mmdit::{
-    LoraTarget, Mmdit, MmditCheckpoint, MmditConfig, MmditLoraConfig, PromptEmbeddings,
+    LoraTarget, MAX_LORA_SCALE, Mmdit, MmditCheckpoint, MmditConfig, MmditLoraConfig,
+    PromptEmbeddings, WeightLayout,
 };
 use flow_rl::policy::{Guided, checked_velocity};
 use flow_rl::reward::{HostReward, RewardSet};
 use flow_rl::trainer::{Trainer, TrainerConfig};
+use flow_rl::{Error, WeightProblem};
 
 fn values<const D: usize>(tensor: Tensor<D>) -> Vec<f32> {
     tensor.into_data().convert::<f32>().try_to_vec().unwrap()
@@ -683,4 +684,282 @@ fn a_lora_trainer_checkpoint_restores_the_adapters() {
         values(run(trainer.policy(), &inputs))
     );
     assert_eq!(restored.policy().lora(), Some((2, 64.0)));
+}
+
+/// The fixture's official single file, or its diffusers shards merged into one file, edited
+/// and written to a fresh folder, then opened.
+fn edited_checkpoint(
+    folder: &tempfile::TempDir,
+    model: &str,
+    layout: WeightLayout,
+    edit: impl FnOnce(&mut EditableFile),
+) -> MmditCheckpoint {
+    let mut file = match layout {
+        WeightLayout::Official => EditableFile::read(&[&format!("{model}/official.safetensors")]),
+        WeightLayout::Diffusers => {
+            let shards: Vec<String> = (1..=3)
+                .map(|k| {
+                    format!(
+                        "{model}/diffusers/diffusion_pytorch_model-0000{k}-of-00003.safetensors"
+                    )
+                })
+                .collect();
+            let shards: Vec<&str> = shards.iter().map(String::as_str).collect();
+            EditableFile::read(&shards)
+        }
+    };
+    edit(&mut file);
+    let path = match layout {
+        WeightLayout::Official => folder.path().join("official.safetensors"),
+        WeightLayout::Diffusers => folder.path().join("diffusion_pytorch_model.safetensors"),
+    };
+    file.write(&path);
+    let checkpoint = MmditCheckpoint::open(match layout {
+        WeightLayout::Official => path,
+        WeightLayout::Diffusers => folder.path().to_owned(),
+    })
+    .unwrap();
+    assert_eq!(checkpoint.layout(), layout);
+    checkpoint
+}
+
+fn weight_problems(error: Error) -> Vec<WeightProblem> {
+    match error {
+        Error::WeightMismatch { problems, .. } => problems,
+        other => panic!("expected a weight mismatch, got {other:?}"),
+    }
+}
+
+#[test]
+fn infer_config_lists_tensors_of_the_wrong_rank() {
+    let folder = tempfile::tempdir().unwrap();
+    let checkpoint = edited_checkpoint(&folder, "plain", WeightLayout::Official, |file| {
+        for key in [
+            "model.diffusion_model.context_embedder.weight",
+            "model.diffusion_model.joint_blocks.0.x_block.mlp.fc1.weight",
+        ] {
+            let data = file.get_mut(key);
+            *data = TensorData::from_bytes_vec(
+                data.as_bytes().to_vec(),
+                vec![data.num_elements()],
+                data.dtype(),
+            );
+        }
+    });
+    let problems = weight_problems(checkpoint.infer_config().unwrap_err());
+    let found: Vec<(&str, &str, Option<Vec<usize>>)> = problems
+        .iter()
+        .map(|p| (p.key.as_str(), p.kind(), p.found.clone()))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            (
+                "model.diffusion_model.context_embedder.weight",
+                "mis-shaped",
+                Some(vec![32 * 24])
+            ),
+            (
+                "model.diffusion_model.joint_blocks.0.x_block.mlp.fc1.weight",
+                "mis-shaped",
+                Some(vec![128 * 32])
+            ),
+        ]
+    );
+    assert_eq!(problems[0].expected.as_ref().map(Vec::len), Some(2));
+}
+
+#[test]
+fn block_keys_past_the_last_complete_block_are_refused_in_both_layouts() {
+    for (layout, stray) in [
+        (
+            WeightLayout::Official,
+            "model.diffusion_model.joint_blocks.99999.x",
+        ),
+        (WeightLayout::Diffusers, "transformer_blocks.99999.x"),
+    ] {
+        let folder = tempfile::tempdir().unwrap();
+        let checkpoint = edited_checkpoint(&folder, "plain", layout, |file| {
+            file.tensors
+                .push((stray.into(), TensorData::new(vec![0f32], [1])));
+        });
+        let problems = weight_problems(checkpoint.infer_config().unwrap_err());
+        assert_eq!(
+            problems,
+            [WeightProblem::unexpected(stray, vec![1])],
+            "{layout:?}"
+        );
+    }
+    // Block 1 of 3 lacks its image query projection: the depth is 1, and every key of
+    // blocks 1 and 2 lies past it.
+    let folder = tempfile::tempdir().unwrap();
+    let dropped = "model.diffusion_model.joint_blocks.1.x_block.attn.qkv.weight";
+    let mut past = Vec::new();
+    let checkpoint = edited_checkpoint(&folder, "dual", WeightLayout::Official, |file| {
+        file.tensors.retain(|(key, _)| key != dropped);
+        past = file
+            .tensors
+            .iter()
+            .filter(|(key, _)| {
+                key.starts_with("model.diffusion_model.joint_blocks.1.")
+                    || key.starts_with("model.diffusion_model.joint_blocks.2.")
+            })
+            .map(|(key, _)| key.clone())
+            .collect();
+    });
+    let problems = weight_problems(checkpoint.infer_config().unwrap_err());
+    assert!(past.len() > 20, "{past:?}");
+    let mut listed: Vec<String> = problems.iter().map(|p| p.key.clone()).collect();
+    listed.sort();
+    past.sort();
+    assert_eq!(listed, past);
+    assert!(problems.iter().all(|p| p.kind() == "unexpected"));
+}
+
+/// The fixture's output for its inputs, read back as f32 bits.
+fn fixture_velocity_bits(model: &Mmdit, device: &Device) -> Vec<u32> {
+    let cases = Cases::load();
+    let prompts = PromptEmbeddings::load(fixture("prompts.safetensors"), device).unwrap();
+    let velocity = model
+        .forward(
+            cases.tensor("latents", device),
+            cases.tensor("timestep", device),
+            prompts.context.clone(),
+            prompts.pooled.clone(),
+        )
+        .unwrap();
+    values(velocity).into_iter().map(f32::to_bits).collect()
+}
+
+#[test]
+fn a_checkpoint_that_mixes_float_dtypes_loads_in_its_prevailing_dtype() {
+    let device = Device::default();
+    let bias = "model.diffusion_model.context_embedder.bias";
+    let uniform_folder = tempfile::tempdir().unwrap();
+    let uniform = edited_checkpoint(&uniform_folder, "plain", WeightLayout::Official, |file| {
+        file.convert_all(DType::F32)
+    });
+    // The bias alone kept in bf16 (which holds its values exactly) among f32 weights.
+    let mixed_folder = tempfile::tempdir().unwrap();
+    let mixed = edited_checkpoint(&mixed_folder, "plain", WeightLayout::Official, |file| {
+        file.convert_all(DType::F32);
+        let data = file.get_mut(bias);
+        *data = data.clone().convert_dtype(DType::BF16);
+    });
+    let load = |checkpoint: &MmditCheckpoint| {
+        let model = checkpoint.infer_config().unwrap().init(&device).unwrap();
+        checkpoint.load_into(model, None).unwrap()
+    };
+    let (uniform, mixed) = (load(&uniform), load(&mixed));
+    let bias_dtype = mixed.context_embed.bias.as_ref().unwrap().val().dtype();
+    assert_eq!(bias_dtype, DType::F32, "cast to the prevailing dtype");
+    assert_eq!(
+        fixture_velocity_bits(&mixed, &device),
+        fixture_velocity_bits(&uniform, &device)
+    );
+}
+
+/// The plain fixture's adapter in `dtype`, but for the `mixed` factors in f16, with metadata
+/// `lora_alpha = alpha`, written into `folder`.
+fn adapter_file(folder: &tempfile::TempDir, dtype: DType, mixed: &[&str], alpha: &str) -> PathBuf {
+    let mut file = EditableFile::read(&["plain/lora.safetensors"]);
+    file.convert_all(dtype);
+    for key in mixed {
+        let data = file.get_mut(key);
+        let half = data.clone().convert_dtype(DType::F16);
+        // The fixture's bf16 factors are exact in f16, so the cast back loses nothing.
+        assert_eq!(half.clone().convert_dtype(dtype), *data, "{key}");
+        *data = half;
+    }
+    file.metadata.insert("lora_alpha".into(), alpha.into());
+    let name = format!("lora-{dtype:?}-{}.safetensors", mixed.len());
+    let path = folder.path().join(name);
+    file.write(&path);
+    path
+}
+
+#[test]
+fn a_lora_file_that_mixes_float_dtypes_loads_in_its_prevailing_dtype() {
+    let device = Device::default();
+    let folder = tempfile::tempdir().unwrap();
+    let factor = "transformer.transformer_blocks.0.attn.to_k.lora_A.weight";
+    let checkpoint = MmditCheckpoint::open(fixture("plain/official.safetensors")).unwrap();
+    let adapted = |path: &PathBuf| {
+        let model = checkpoint.infer_config().unwrap().init(&device).unwrap();
+        checkpoint
+            .load_into(model, Some(FloatDType::F32))
+            .unwrap()
+            .load_lora(path, None)
+            .unwrap()
+    };
+    for dtype in [DType::BF16, DType::F32] {
+        let uniform = adapted(&adapter_file(&folder, dtype, &[], "8"));
+        let mixed = adapted(&adapter_file(&folder, dtype, &[factor], "8"));
+        let adapter = mixed.blocks[0].image.attention.key.weight.adapter();
+        assert_eq!(adapter.unwrap().a.val().dtype(), dtype);
+        assert_eq!(
+            fixture_velocity_bits(&mixed, &device),
+            fixture_velocity_bits(&uniform, &device),
+            "one f16 factor among {dtype:?} ones"
+        );
+    }
+}
+
+#[test]
+fn lora_scales_beyond_the_bound_are_refused() {
+    let device = Device::default();
+    let base = || MmditConfig::tiny().init(&device).unwrap();
+    let at_bound = MmditLoraConfig::new()
+        .with_rank(4)
+        .with_alpha(4.0 * MAX_LORA_SCALE);
+    assert!(at_bound.apply(base()).is_ok());
+    for alpha in [4.0 * MAX_LORA_SCALE * 1.001, 1e300] {
+        let error = MmditLoraConfig::new()
+            .with_rank(4)
+            .with_alpha(alpha)
+            .apply(base())
+            .unwrap_err();
+        assert!(
+            matches!(&error, Error::InvalidArgument { name, .. } if name == "alpha"),
+            "{error:?}"
+        );
+    }
+    let folder = tempfile::tempdir().unwrap();
+    let checkpoint = MmditCheckpoint::open(fixture("plain/official.safetensors")).unwrap();
+    let model = checkpoint.infer_config().unwrap().init(&device).unwrap();
+    let model = checkpoint.load_into(model, Some(FloatDType::F32)).unwrap();
+    let error = model
+        .load_lora(adapter_file(&folder, DType::F32, &[], "1e300"), None)
+        .unwrap_err();
+    assert!(matches!(error, Error::Checkpoint { .. }), "{error:?}");
+    assert!(error.to_string().contains("lora_alpha = 1e300"), "{error}");
+}
+
+#[test]
+fn prompt_embeddings_with_nan_or_inf_are_refused_naming_the_prompt() {
+    let device = Device::default();
+    let prompts = PromptEmbeddings::load(fixture("prompts.safetensors"), &device).unwrap();
+    let folder = tempfile::tempdir().unwrap();
+    for (tensor, position, value, row) in [
+        ("pooled", 20 + 3, f32::NAN, 1),
+        ("context", 5, f32::INFINITY, 0),
+    ] {
+        let mut file = EditableFile::read(&["prompts.safetensors"]);
+        let data = file.get_mut(tensor);
+        let mut values: Vec<f32> = data.clone().convert::<f32>().try_to_vec().unwrap();
+        values[position] = value;
+        *data = TensorData::new(values, data.shape().clone());
+        let path = folder.path().join(format!("{tensor}.safetensors"));
+        file.write(&path);
+        let error = PromptEmbeddings::load(&path, &device).unwrap_err();
+        let Error::NonFinite { what, index, .. } = &error else {
+            panic!("expected a non-finite error, got {error:?}");
+        };
+        assert_eq!(*index, row);
+        assert!(
+            what.contains(&format!("{:?}", prompts.prompts[row])),
+            "{error}"
+        );
+        assert!(what.contains(tensor), "{error}");
+    }
 }

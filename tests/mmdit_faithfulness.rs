@@ -14,9 +14,11 @@ use flow_rl::models::mmdit::{Mmdit, MmditCheckpoint, MmditConfig, PromptEmbeddin
 use flow_rl::policy::checked_velocity;
 
 /// f32 against diffusers in f32: `max|ours − theirs| ≤ F32_TOLERANCE · max|theirs|`. Both
-/// sides compute in f32 from the same bf16-exact weights; only the order of reductions
-/// differs.
-const F32_TOLERANCE: f32 = 1e-4;
+/// sides compute in f32 from the same bf16-exact weights, the timestep frequencies rounded
+/// as diffusers rounds them; only the order of reductions differs. Measured on flex: 1.2e-6
+/// (1.9e-6 with the LoRA adapter); frequencies computed in f64 and rounded once gave 3.6e-6
+/// (7.3e-6), which this bound rejects.
+const F32_TOLERANCE: f32 = 2.5e-6;
 /// bf16 weights and activations against diffusers in bf16: each side rounds its own
 /// intermediates to 8 mantissa bits (the two bf16 runs differ from the f32 one by up to
 /// 0.03 at max |v| ≈ 4.5, as the fixture's README records).

@@ -60,6 +60,32 @@ impl StreamBlock {
         }
     }
 
+    /// The stream's modulation vectors for the conditioning `[B, hidden]`.
+    fn modulation(&self, conditioning: &Tensor<2>) -> Modulation {
+        let mut chunks = modulation(&self.modulation, conditioning, self.chunks()).into_iter();
+        let mut next = || chunks.next().expect("one chunk per modulation vector");
+        let (shift_msa, scale_msa) = (next(), next());
+        let residual = self.mlp.as_ref().map(|_| ResidualModulation {
+            gate_msa: next(),
+            shift_mlp: next(),
+            scale_mlp: next(),
+            gate_mlp: next(),
+            second_attention: self
+                .self_attention
+                .as_ref()
+                .map(|_| SecondAttentionModulation {
+                    shift_msa2: next(),
+                    scale_msa2: next(),
+                    gate_msa2: next(),
+                }),
+        });
+        Modulation {
+            shift_msa,
+            scale_msa,
+            residual,
+        }
+    }
+
     /// The rest of the block after attention: gated residuals of the attention output, the
     /// second self-attention and the MLP.
     fn finish(
@@ -67,23 +93,61 @@ impl StreamBlock {
         tokens: Tensor<3>,
         normed: Tensor<3>,
         attended: Tensor<3>,
-        chunks: &[Tensor<2>],
+        modulation: ResidualModulation,
     ) -> Tensor<3> {
-        let mut tokens = tokens + gate(self.attention.project_output(attended), &chunks[2]);
-        if let Some(self_attention) = &self.self_attention {
-            let input = modulate(normed, chunks[6].clone(), chunks[7].clone());
-            tokens = tokens + gate(self_attention.self_attention(input), &chunks[8]);
+        let ResidualModulation {
+            gate_msa,
+            shift_mlp,
+            scale_mlp,
+            gate_mlp,
+            second_attention,
+        } = modulation;
+        let mut tokens = tokens + gate(self.attention.project_output(attended), &gate_msa);
+        if let (Some(self_attention), Some(second)) = (&self.self_attention, second_attention) {
+            let input = modulate(normed, second.shift_msa2, second.scale_msa2);
+            tokens = tokens + gate(self_attention.self_attention(input), &second.gate_msa2);
         }
         let Some(mlp) = &self.mlp else {
             return tokens;
         };
-        let input = modulate(
-            layer_norm(tokens.clone()),
-            chunks[3].clone(),
-            chunks[4].clone(),
-        );
-        tokens + gate(mlp.forward(input), &chunks[5])
+        let input = modulate(layer_norm(tokens.clone()), shift_mlp, scale_mlp);
+        tokens + gate(mlp.forward(input), &gate_mlp)
     }
+}
+
+/// One stream's adaLN modulation vectors, each `[B, hidden]`, named as in SD3 (`msa`: the
+/// joint attention, `mlp`: the feed-forward network, `msa2`: MMDiT-X's second attention).
+struct Modulation {
+    /// Shift of the attention input.
+    shift_msa: Tensor<2>,
+    /// Scale of the attention input (applied as `1 + scale`).
+    scale_msa: Tensor<2>,
+    /// Everything after the attention; absent on the last block's context side.
+    residual: Option<ResidualModulation>,
+}
+
+/// The modulation of a stream's residual branches after the joint attention.
+struct ResidualModulation {
+    /// Gate of the attention output's residual.
+    gate_msa: Tensor<2>,
+    /// Shift of the MLP input.
+    shift_mlp: Tensor<2>,
+    /// Scale of the MLP input.
+    scale_mlp: Tensor<2>,
+    /// Gate of the MLP output's residual.
+    gate_mlp: Tensor<2>,
+    /// MMDiT-X's second self-attention, on image streams that have one.
+    second_attention: Option<SecondAttentionModulation>,
+}
+
+/// The modulation of MMDiT-X's image-only second self-attention.
+struct SecondAttentionModulation {
+    /// Shift of its input.
+    shift_msa2: Tensor<2>,
+    /// Scale of its input.
+    scale_msa2: Tensor<2>,
+    /// Gate of its output's residual.
+    gate_msa2: Tensor<2>,
 }
 
 /// A joint block: the image stream `[B, T, hidden]` and the context stream `[B, L, hidden]`
@@ -117,34 +181,33 @@ impl JointBlock {
         image: Tensor<3>,
         conditioning: &Tensor<2>,
     ) -> (Option<Tensor<3>>, Tensor<3>) {
-        let image_chunks = modulation(&self.image.modulation, conditioning, self.image.chunks());
+        let image_modulation = self.image.modulation(conditioning);
         let image_normed = layer_norm(image.clone());
         let image_input = modulate(
             image_normed.clone(),
-            image_chunks[0].clone(),
-            image_chunks[1].clone(),
+            image_modulation.shift_msa,
+            image_modulation.scale_msa,
         );
-        let context_chunks = modulation(
-            &self.context.modulation,
-            conditioning,
-            self.context.chunks(),
-        );
+        let context_modulation = self.context.modulation(conditioning);
         let context_normed = layer_norm(context.clone());
         let context_input = modulate(
             context_normed.clone(),
-            context_chunks[0].clone(),
-            context_chunks[1].clone(),
+            context_modulation.shift_msa,
+            context_modulation.scale_msa,
         );
         let [context_attended, image_attended] = joint_attention(
             self.context.attention.qkv(context_input),
             self.image.attention.qkv(image_input),
         );
+        let image_residual = image_modulation
+            .residual
+            .expect("the image stream always continues after the attention");
         let image = self
             .image
-            .finish(image, image_normed, image_attended, &image_chunks);
-        let context = (!self.is_last()).then(|| {
+            .finish(image, image_normed, image_attended, image_residual);
+        let context = context_modulation.residual.map(|residual| {
             self.context
-                .finish(context, context_normed, context_attended, &context_chunks)
+                .finish(context, context_normed, context_attended, residual)
         });
         (context, image)
     }

@@ -1,9 +1,7 @@
 //! The architecture of an SD3-family MMDiT, its presets, and its size.
 
 use burn::config::Config;
-use burn::prelude::*;
 
-use super::model::Mmdit;
 use crate::error::{Error, Result};
 
 /// The architecture of an SD3-family MMDiT (SD3, SD3.5-medium with MMDiT-X, SD3.5-large).
@@ -133,13 +131,6 @@ impl MmditConfig {
             ));
         }
         Ok(())
-    }
-
-    /// Builds the model on `device`. Parameters are initialised lazily, so building the
-    /// full-size presets before loading weights costs no memory for random values.
-    pub fn init(&self, device: &Device) -> Result<Mmdit> {
-        self.validate()?;
-        Ok(Mmdit::new(self, device))
     }
 
     /// The number of parameters, computed from the configuration alone (the positional

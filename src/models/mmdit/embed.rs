@@ -66,9 +66,7 @@ impl PatchEmbed {
 /// `[cos(t·f_i), sin(t·f_i)]` with `f_i = 10000^(−i/half)`, `i < half`: `[B] → [B, 2·half]`.
 pub(crate) fn timestep_features(timestep: Tensor<1>, channels: usize) -> Tensor<2> {
     let half = channels / 2;
-    let frequencies: Vec<f32> = (0..half)
-        .map(|i| (-(10_000f64.ln()) * i as f64 / half as f64).exp() as f32)
-        .collect();
+    let frequencies: Vec<f32> = (0..half).map(|i| timestep_frequency(i, half)).collect();
     let device = timestep.device();
     let frequencies =
         Tensor::<1>::from_data(TensorData::new(frequencies, [half]), &device).unsqueeze::<2>();
@@ -77,6 +75,15 @@ pub(crate) fn timestep_features(timestep: Tensor<1>, channels: usize) -> Tensor<
         .unsqueeze_dim::<2>(1)
         * frequencies;
     Tensor::cat(vec![angles.clone().cos(), angles.sin()], 1)
+}
+
+/// `f_i = exp(−ln(10000)·i/half)`, computed in f32 step by step as SD3 and diffusers do
+/// (`exponent = −ln(10000)·arange(0, half, dtype=float32) / half`, then `exp`), so the
+/// features round as the reference's do rather than as an exactly rounded f64 value would.
+fn timestep_frequency(index: usize, half: usize) -> f32 {
+    let log_max_period = 10_000f64.ln() as f32;
+    let exponent = -log_max_period * index as f32 / half as f32;
+    exponent.exp()
 }
 
 /// The final adaLN (`shift, scale`) and the projection of tokens to patches.

@@ -11,6 +11,7 @@ use burn::tensor::{DType, FloatDType, TensorData};
 use serde::{Deserialize, Serialize};
 
 use super::Mmdit;
+use super::mixed_dtypes::{prevailing_dtype, warn_cast};
 use super::safetensors_io::{SafetensorsFile, write_file_atomically};
 use super::weights::diffusers_linear_names;
 use crate::error::{Error, Result, WeightProblem};
@@ -37,6 +38,10 @@ impl LoraTarget {
     }
 }
 
+/// The largest LoRA scale `alpha/rank` accepted. Published recipes use 0.5 to 4; far larger
+/// scales only amplify the factors' rounding, and beyond about 1e30 the update overflows f32.
+pub const MAX_LORA_SCALE: f64 = 1e4;
+
 /// LoRA on an [`Mmdit`]: `W + (alpha/rank)·A·B` on the selected Linear layers, everything
 /// else frozen. Defaults follow the Flow-DPPO recipe (rank 32, alpha 64, attention
 /// projections) with f32 factors, so that small updates are not lost to a bf16 base.
@@ -45,7 +50,8 @@ pub struct MmditLoraConfig {
     /// The rank r of the factors.
     #[config(default = 32)]
     pub rank: usize,
-    /// The scale numerator: the update is `(alpha / rank)·A·B`.
+    /// The scale numerator: the update is `(alpha / rank)·A·B`, with `alpha/rank` in
+    /// `(0, MAX_LORA_SCALE]`.
     #[config(default = 64.0)]
     pub alpha: f64,
     /// The layer families to adapt.
@@ -74,11 +80,16 @@ impl MmditLoraConfig {
         if self.rank == 0 {
             return Err(Error::invalid("rank", self.rank, "at least 1"));
         }
-        if !(self.alpha.is_finite() && self.alpha > 0.0) {
+        let scale = self.alpha / self.rank as f64;
+        if !(self.alpha.is_finite() && scale > 0.0 && scale <= MAX_LORA_SCALE) {
             return Err(Error::invalid(
                 "alpha",
-                self.alpha,
-                "a finite positive scale",
+                format!("{:e}", self.alpha),
+                format!(
+                    "a positive scale with alpha/rank at most MAX_LORA_SCALE = \
+                     {MAX_LORA_SCALE:e} (rank {})",
+                    self.rank
+                ),
             ));
         }
         if modules.is_empty() {
@@ -169,8 +180,10 @@ impl Mmdit {
     /// PEFT/diffusers LoRA file for SD3 with these key names) to this base model.
     ///
     /// The adapted layers are the file's; the rank comes from the factors' shapes, alpha
-    /// from the `lora_alpha` metadata (absent, alpha = rank, as diffusers assumes). The
-    /// factors are kept in `dtype` (`None`: as stored). Fails if the model already has
+    /// from the `lora_alpha` metadata (absent, alpha = rank, as diffusers assumes; alpha/rank
+    /// at most [`MAX_LORA_SCALE`]). The factors are kept in `dtype` (`None`: as stored, or
+    /// in the dtype holding most of the file's elements where the file mixes dtypes, with a
+    /// `log` warning naming the factors cast). Fails if the model already has
     /// adapters or a key names no layer of this model, and with
     /// [`Error::WeightMismatch`] (PEFT-layout shapes) if a factor is missing or mis-shaped.
     pub fn load_lora(self, path: impl AsRef<Path>, dtype: Option<FloatDType>) -> Result<Mmdit> {
@@ -234,6 +247,14 @@ impl Mmdit {
                 .map_err(|_| error(format!("metadata lora_alpha = {text:?} is not a number")))?,
             None => rank as f64,
         };
+        let scale = alpha / rank as f64;
+        if !(scale.is_finite() && scale > 0.0 && scale <= MAX_LORA_SCALE) {
+            return Err(error(format!(
+                "metadata lora_alpha = {alpha:e} gives the scale alpha/rank = {scale:e} at rank \
+                 {rank}; expected a positive scale of at most MAX_LORA_SCALE = \
+                 {MAX_LORA_SCALE:e}"
+            )));
+        }
         let adapted: Vec<String> = adapted.iter().map(|m| m.to_string()).collect();
         let config = MmditLoraConfig::new()
             .with_rank(rank)
@@ -270,11 +291,22 @@ impl Mmdit {
                 problems,
             });
         }
+        // A file that mixes float dtypes is kept in the one holding most of its elements.
+        let dtype = dtype.map(DType::from).or_else(|| {
+            let stored = factors
+                .values()
+                .map(|(key, data)| (key.as_str(), data.dtype(), data.num_elements()));
+            let (prevailing, others) = prevailing_dtype(stored)?;
+            (!others.is_empty()).then(|| {
+                warn_cast(path, prevailing, &others);
+                prevailing
+            })
+        });
         let tensors = factors
             .into_iter()
             .map(|(name, (_, data))| {
                 let data = match dtype {
-                    Some(target) => data.convert_dtype(DType::from(target)),
+                    Some(target) => data.convert_dtype(target),
                     None => data,
                 };
                 bridge::from_data(data, name, None)

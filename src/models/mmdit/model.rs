@@ -50,8 +50,17 @@ pub struct Mmdit {
     pub(crate) lora: Option<LoraState>,
 }
 
+impl MmditConfig {
+    /// Builds the model on `device`. Parameters are initialised lazily, so building the
+    /// full-size presets before loading weights costs no memory for random values.
+    pub fn init(&self, device: &Device) -> Result<Mmdit> {
+        self.validate()?;
+        Ok(Mmdit::new(self, device))
+    }
+}
+
 impl Mmdit {
-    pub(crate) fn new(config: &MmditConfig, device: &Device) -> Self {
+    fn new(config: &MmditConfig, device: &Device) -> Self {
         let hidden = config.hidden();
         let patch = config.patch_size;
         Self {

@@ -113,6 +113,9 @@ impl PromptEmbeddings {
 
     /// Reads a prompt-embedding file onto `device`, keeping the stored dtype where the
     /// device supports it (f32 otherwise).
+    ///
+    /// Fails with [`Error::NonFinite`] naming the prompt (row index and string) whose
+    /// embedding holds a NaN or an infinity.
     pub fn load(path: impl AsRef<Path>, device: &Device) -> Result<Self> {
         let path = path.as_ref();
         let file = SafetensorsFile::read(path)?;
@@ -161,6 +164,9 @@ impl PromptEmbeddings {
         };
         let (context, context_dtype) = tensor("context", 3)?;
         let (pooled, pooled_dtype) = tensor("pooled", 2)?;
+        for (name, data) in [("context", &context), ("pooled", &pooled)] {
+            check_finite(path, name, data, &prompts)?;
+        }
         let context = Tensor::<3>::from_data(context, (device, context_dtype));
         let pooled = Tensor::<2>::from_data(pooled, (device, pooled_dtype));
         Self::new(prompts, context, pooled)
@@ -179,4 +185,28 @@ impl PromptEmbeddings {
         );
         write_file_atomically(path.as_ref(), &file)
     }
+}
+
+/// Fails on the first NaN or infinity of `data` (`[P, ...]`, one row per prompt), naming the
+/// row's prompt.
+fn check_finite(path: &Path, name: &str, data: &TensorData, prompts: &[String]) -> Result<()> {
+    let values = data.clone().convert::<f32>();
+    let values = values.as_slice::<f32>().map_err(|err| Error::Checkpoint {
+        path: path.display().to_string(),
+        message: format!("`{name}` could not be read as floats: {err:?}"),
+    })?;
+    let Some(position) = values.iter().position(|value| !value.is_finite()) else {
+        return Ok(());
+    };
+    let rows = data.shape()[0];
+    let row = position / (values.len() / rows);
+    let prompt = prompts.get(row).map_or("", String::as_str);
+    Err(Error::NonFinite {
+        what: format!(
+            "`{name}` embedding of prompt {row} ({prompt:?}) in {}",
+            path.display()
+        ),
+        index: row,
+        value: f64::from(values[position]),
+    })
 }

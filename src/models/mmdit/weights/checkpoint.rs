@@ -16,6 +16,7 @@ use super::files::read_transformer;
 use super::keymap::{Entry, Transform, WeightLayout, entries};
 use crate::error::{Error, Result, WeightProblem};
 use crate::models::mmdit::Mmdit;
+use crate::models::mmdit::mixed_dtypes::{prevailing_dtype, warn_cast};
 
 /// An SD3-family transformer checkpoint, memory-mapped and read lazily.
 ///
@@ -89,7 +90,9 @@ impl MmditCheckpoint {
     }
 
     /// Loads the weights into `model` (built with the checkpoint's architecture), keeping
-    /// their stored dtype or casting them to `dtype`.
+    /// their stored dtype or casting them to `dtype`. A file that mixes float dtypes (an
+    /// f32 bias among bf16 weights) is loaded in the dtype holding most of its elements,
+    /// with a `log` warning naming the keys cast.
     ///
     /// Fails with [`Error::WeightMismatch`] listing every missing, unexpected or mis-shaped
     /// key (with expected and found shapes) before anything is loaded, so a partial load
@@ -138,9 +141,15 @@ impl MmditCheckpoint {
                 problems,
             });
         }
-        if let (Some(device), None) = (&device, dtype) {
-            self.check_stored_dtypes(device)?;
-        }
+        let dtype = match dtype {
+            Some(dtype) => Some(dtype),
+            None => {
+                if let Some(device) = &device {
+                    self.check_stored_dtypes(device)?;
+                }
+                self.prevailing_dtype_if_mixed(&table)
+            }
+        };
         let tensors = table
             .iter()
             .map(|entry| transformed(&self.tensors[&entry.key], entry))
@@ -158,6 +167,30 @@ impl MmditCheckpoint {
             )));
         }
         Ok(model)
+    }
+
+    /// The dtype holding most of the table's elements, where some tensors are stored in
+    /// another (an f32 bias among bf16 weights): loading casts those to it, with a warning
+    /// naming them, so that no layer mixes dtypes. `None` when the dtypes agree.
+    fn prevailing_dtype_if_mixed(&self, table: &[Entry]) -> Option<FloatDType> {
+        // A fused tensor (official `qkv`) feeds several entries but is stored once.
+        let keys: BTreeSet<&str> = table.iter().map(|entry| entry.key.as_str()).collect();
+        let stored = keys.into_iter().map(|key| {
+            let tensor = &self.tensors[key];
+            let elements = tensor.shape.to_vec().iter().product();
+            (key, tensor.dtype, elements)
+        });
+        let (prevailing, others) = prevailing_dtype(stored)?;
+        if others.is_empty() {
+            return None;
+        }
+        let keys: Vec<String> = others
+            .iter()
+            .map(|key| format!("{}{key}", self.key_prefix))
+            .collect();
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        warn_cast(&self.path, prevailing, &keys);
+        Some(prevailing.into())
     }
 
     /// Fails where the device cannot hold the stored dtype (bf16 on lavapipe, say).
@@ -186,6 +219,21 @@ impl MmditCheckpoint {
                  `load_into(model, Some(FloatDType::F32))` (stored dtypes: {stored:?})"
             ),
         ))
+    }
+
+    /// [`Error::WeightMismatch`] for `problems`, whose keys (without the file's prefix) are
+    /// reported as stored.
+    pub(super) fn mismatch(&self, problems: Vec<WeightProblem>) -> Error {
+        Error::WeightMismatch {
+            path: self.path.display().to_string(),
+            problems: problems
+                .into_iter()
+                .map(|problem| WeightProblem {
+                    key: format!("{}{}", self.key_prefix, problem.key),
+                    ..problem
+                })
+                .collect(),
+        }
     }
 
     pub(super) fn unreadable(&self, message: String) -> Error {

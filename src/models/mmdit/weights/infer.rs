@@ -2,41 +2,54 @@
 
 use super::checkpoint::MmditCheckpoint;
 use super::keymap::WeightLayout;
-use crate::error::Result;
+use crate::error::{Result, WeightProblem};
 use crate::models::mmdit::MmditConfig;
 
 impl MmditCheckpoint {
     /// The architecture the stored shapes describe.
     ///
     /// The head width is read off the qk-norm weights where there are any; without qk-norm
-    /// (SD3-medium) it is taken to be 64, as in every released SD3-family model.
+    /// (SD3-medium) it is taken to be 64, as in every released SD3-family model. The depth
+    /// is the number of consecutive blocks from block 0 that hold the keys every block has
+    /// (both streams' modulation and query projection, the image stream's MLP).
+    ///
+    /// Fails with [`Error::WeightMismatch`](crate::Error::WeightMismatch) when a tensor read
+    /// here has the wrong rank (listed as mis-shaped; as the sizes are what is being
+    /// inferred, the expected shape gives only the rank, each size shown as 0) or block keys
+    /// lie past the last complete block (listed as unexpected), and with
+    /// [`Error::Checkpoint`](crate::Error::Checkpoint) when there are no blocks or the sizes
+    /// do not fit together.
     pub fn infer_config(&self) -> Result<MmditConfig> {
         let names = Names::of(self.layout);
-        let shape = |key: &str| -> Result<Vec<usize>> {
-            self.tensors
-                .get(key)
-                .map(|tensor| tensor.shape.to_vec())
-                .ok_or_else(|| self.unreadable(format!("no tensor `{key}`")))
-        };
-        let context = shape(names.context_embed)?;
-        let pooled = shape(names.pooled_embed)?;
-        let timestep = shape(names.time_embed)?;
-        let patch = shape(names.patch_embed)?;
-        let position = shape(names.position)?;
-        let output = shape(names.final_proj)?;
-        let (hidden, context_dim) = (context[0], context[1]);
-        let depth = self.count_blocks(names.block_prefix);
-        if depth == 0 || patch.len() != 4 || position.len() != 3 {
-            return Err(self.unreadable("no joint blocks, or a malformed patch embedding".into()));
+        let depth = self.complete_blocks(&names);
+        let past_the_last_block = self.keys_past_block(&names, depth);
+        if !past_the_last_block.is_empty() {
+            return Err(self.mismatch(past_the_last_block));
         }
-        let head_norm = (0..depth)
+        if depth == 0 {
+            return Err(self.unreadable(format!(
+                "no complete joint block (`{}0.*`)",
+                names.block_prefix
+            )));
+        }
+        let mut shapes = ShapeReader::new(self);
+        let context = shapes.read(names.context_embed, 2)?;
+        let pooled = shapes.read(names.pooled_embed, 2)?;
+        let timestep = shapes.read(names.time_embed, 2)?;
+        let patch = shapes.read(names.patch_embed, 4)?;
+        let position = shapes.read(names.position, 3)?;
+        let output = shapes.read(names.final_proj, 2)?;
+        let head_norm_key = (0..depth)
             .map(|block| names.query_norm(block))
-            .find_map(|key| self.tensors.get(&key));
-        let head_dim = head_norm.map_or(64, |tensor| tensor.shape[0]);
-        let mlp = self
-            .tensors
-            .get(&names.mlp(0))
-            .map_or(4 * hidden, |tensor| tensor.shape[0]);
+            .find(|key| self.tensors.contains_key(key));
+        let head_norm = match &head_norm_key {
+            Some(key) => Some(shapes.read(key, 1)?),
+            None => None,
+        };
+        let mlp = shapes.read(&names.mlp(0), 2)?;
+        shapes.finish()?;
+        let (hidden, context_dim) = (context[0], context[1]);
+        let head_dim = head_norm.map_or(64, |shape| shape[0]);
         let grid = (position[1] as f64).sqrt().round() as usize;
         let patch_size = patch[2];
         let config = MmditConfig::new(depth, hidden / head_dim.max(1))
@@ -47,9 +60,9 @@ impl MmditCheckpoint {
             .with_pos_embed_max_size(grid)
             .with_context_dim(context_dim)
             .with_pooled_dim(pooled[1])
-            .with_mlp_ratio(mlp / hidden.max(1))
+            .with_mlp_ratio(mlp[0] / hidden.max(1))
             .with_timestep_channels(timestep[1])
-            .with_qk_norm(head_norm.is_some())
+            .with_qk_norm(head_norm_key.is_some())
             .with_dual_attention_layers(
                 (0..depth)
                     .filter(|&block| self.tensors.contains_key(&names.dual(block)))
@@ -66,18 +79,70 @@ impl MmditCheckpoint {
         Ok(config)
     }
 
-    fn count_blocks(&self, prefix: &str) -> usize {
-        self.tensors
-            .keys()
-            .filter_map(|key| {
-                key.strip_prefix(prefix)?
-                    .split('.')
-                    .next()?
-                    .parse::<usize>()
-                    .ok()
+    /// The number of consecutive blocks from block 0 that hold every key all blocks have.
+    fn complete_blocks(&self, names: &Names) -> usize {
+        (0..)
+            .take_while(|&block| {
+                names
+                    .block_keys(block)
+                    .iter()
+                    .all(|key| self.tensors.contains_key(key))
             })
-            .max()
-            .map_or(0, |last| last + 1)
+            .count()
+    }
+
+    /// Every key of a block numbered `depth` or more, as an unexpected key.
+    fn keys_past_block(&self, names: &Names, depth: usize) -> Vec<WeightProblem> {
+        self.tensors
+            .iter()
+            .filter(|(key, _)| {
+                key.strip_prefix(names.block_prefix)
+                    .and_then(|rest| rest.split('.').next()?.parse::<usize>().ok())
+                    .is_some_and(|block| block >= depth)
+            })
+            .map(|(key, tensor)| WeightProblem::unexpected(key.clone(), tensor.shape.to_vec()))
+            .collect()
+    }
+}
+
+/// Reads tensor shapes, collecting every tensor of the wrong rank before failing.
+struct ShapeReader<'a> {
+    checkpoint: &'a MmditCheckpoint,
+    wrong_rank: Vec<WeightProblem>,
+}
+
+impl<'a> ShapeReader<'a> {
+    fn new(checkpoint: &'a MmditCheckpoint) -> Self {
+        Self {
+            checkpoint,
+            wrong_rank: Vec::new(),
+        }
+    }
+
+    /// The shape of `key`, which must have `rank` axes; a tensor of another rank is noted
+    /// (and read as zeros so that reading can go on) for [`ShapeReader::finish`] to report.
+    fn read(&mut self, key: &str, rank: usize) -> Result<Vec<usize>> {
+        let tensor = self
+            .checkpoint
+            .tensors
+            .get(key)
+            .ok_or_else(|| self.checkpoint.unreadable(format!("no tensor `{key}`")))?;
+        let shape = tensor.shape.to_vec();
+        if shape.len() == rank {
+            return Ok(shape);
+        }
+        self.wrong_rank
+            .push(WeightProblem::mis_shaped(key, vec![0; rank], shape));
+        Ok(vec![0; rank])
+    }
+
+    /// Fails with every tensor of the wrong rank.
+    fn finish(self) -> Result<()> {
+        if self.wrong_rank.is_empty() {
+            Ok(())
+        } else {
+            Err(self.checkpoint.mismatch(self.wrong_rank))
+        }
     }
 }
 
@@ -116,6 +181,28 @@ impl Names {
                 final_proj: "proj_out.weight",
                 block_prefix: "transformer_blocks.",
             },
+        }
+    }
+
+    /// The keys every block has: both streams' modulation and query projection, and the
+    /// image stream's MLP (the last block's context stream has no MLP).
+    fn block_keys(&self, block: usize) -> [String; 5] {
+        let key = |suffix: &str| format!("{}{block}.{suffix}", self.block_prefix);
+        match self.layout {
+            WeightLayout::Official => [
+                key("x_block.adaLN_modulation.1.weight"),
+                key("x_block.attn.qkv.weight"),
+                key("x_block.mlp.fc1.weight"),
+                key("context_block.adaLN_modulation.1.weight"),
+                key("context_block.attn.qkv.weight"),
+            ],
+            WeightLayout::Diffusers => [
+                key("norm1.linear.weight"),
+                key("attn.to_q.weight"),
+                key("ff.net.0.proj.weight"),
+                key("norm1_context.linear.weight"),
+                key("attn.add_q_proj.weight"),
+            ],
         }
     }
 
