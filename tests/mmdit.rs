@@ -4,6 +4,8 @@
 
 mod common;
 
+use std::path::PathBuf;
+
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::prelude::*;
