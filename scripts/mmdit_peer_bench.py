@@ -27,9 +27,10 @@ configuration a process builds: this script measures ONE configuration per proce
 once per configuration. Like the Rust bench on ``flex``, the forward figure is the peak so
 far (model + forward) and the backward figure the peak of the whole run.
 
-Times are wall-clock on the CPU with ``--threads`` intra-op threads (default 2, burn's CPU
-machine here has 2 cores); anything else running on the machine makes them noisy, so the
-JSON line carries the 1-minute load average at the start and at the end.
+Times are wall-clock on the CPU with ``--threads`` intra-op threads (default 2: the
+project's machines have 2 cores); anything else running on the machine makes them noisy, so the
+JSON line carries the 1-minute load average at the start and at the end, and each pass's
+process CPU seconds beside its wall time (much less than threads × wall: the threads waited).
 
 Setup and use
 -------------
@@ -220,14 +221,17 @@ def synchronize(device):
 
 
 def timed(repeats, device, run_pass):
-    """Mean seconds of `repeats` runs of `run_pass`, after one warm-up run."""
+    """Mean wall-clock and process-CPU seconds of `repeats` runs of `run_pass`, after one
+    warm-up run. CPU time above threads × wall time cannot happen; far below it means the
+    threads waited for cores that other processes held."""
     run_pass()
     synchronize(device)
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     for _ in range(repeats):
         run_pass()
     synchronize(device)
-    return (time.perf_counter() - started) / repeats
+    wall = (time.perf_counter() - started) / repeats
+    return wall, (time.process_time() - cpu_started) / repeats
 
 
 def main(argv):
@@ -291,7 +295,7 @@ def main(argv):
             velocity = model(**inputs, return_dict=False)[0]
             velocity.float().sum().item()
 
-    forward_seconds = timed(args.repeats, device, forward_pass)
+    forward_seconds, forward_cpu_seconds = timed(args.repeats, device, forward_pass)
     rss_after_forward = peak_rss_bytes()
 
     if args.gradient_checkpointing:
@@ -315,20 +319,26 @@ def main(argv):
         velocity.float().pow(2).mean().backward()
         model.zero_grad(set_to_none=True)
 
-    backward_seconds = timed(args.repeats, device, backward_pass)
+    backward_seconds, backward_cpu_seconds = timed(args.repeats, device, backward_pass)
     rss_after_backward = peak_rss_bytes()
     load_at_end = os.getloadavg()[0]
 
     baseline = RSS_AFTER_IMPORTS_KIB * 1024
     forward_label = "forward"
     backward_label = f"forward + backward (LoRA {args.rank})"
-    print(f"{'pass':<28} {'ms / pass':>12} {'samples / s':>12} {'peak memory':>24}")
-    for label, seconds, rss in [
-        (forward_label, forward_seconds, rss_after_forward),
-        (backward_label, backward_seconds, rss_after_backward),
+    print(
+        f"{'pass':<28} {'ms / pass':>12} {'samples / s':>12} {'peak memory':>24} "
+        f"{'CPU s / pass':>13}"
+    )
+    for label, seconds, cpu_seconds, rss in [
+        (forward_label, forward_seconds, forward_cpu_seconds, rss_after_forward),
+        (backward_label, backward_seconds, backward_cpu_seconds, rss_after_backward),
     ]:
         memory = f"{gib(rss):.2f} GiB (process RSS)"
-        print(f"{label:<28} {seconds * 1e3:>12.1f} {b / seconds:>12.2f} {memory:>24}")
+        print(
+            f"{label:<28} {seconds * 1e3:>12.1f} {b / seconds:>12.2f} {memory:>24} "
+            f"{cpu_seconds:>13.2f}"
+        )
     print(
         f"process RSS after imports {gib(baseline):.2f} GiB, after building the model "
         f"{gib(rss_after_build):.2f} GiB ({build_seconds:.1f} s); LoRA: {adapted_layers} layers, "
@@ -370,8 +380,10 @@ def main(argv):
         repeats=args.repeats,
         forward_ms=forward_seconds * 1e3,
         forward_samples_per_s=b / forward_seconds,
+        forward_cpu_s=forward_cpu_seconds,
         forward_backward_ms=backward_seconds * 1e3,
         forward_backward_samples_per_s=b / backward_seconds,
+        forward_backward_cpu_s=backward_cpu_seconds,
         build_s=build_seconds,
         rss_after_imports_bytes=baseline,
         rss_peak_after_build_bytes=rss_after_build,
