@@ -31,6 +31,10 @@ Times are wall-clock on the CPU with ``--threads`` intra-op threads (default 2: 
 project's machines have 2 cores); anything else running on the machine makes them noisy, so the
 JSON line carries the 1-minute load average at the start and at the end, and each pass's
 process CPU seconds beside its wall time (much less than threads × wall: the threads waited).
+On a busy machine, torch's OpenMP threads spin at every barrier while a sibling thread waits
+for a core: measured here with two rustc jobs running, 2 threads took 7-10 times as long as
+1 thread (CPU seconds inflated alike); ``OMP_WAIT_POLICY=PASSIVE`` or ``--threads 1`` keeps
+the figures usable there, and a quiet machine is better still.
 
 Setup and use
 -------------
