@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Creates the Python environment of the PyTorch peer benchmark (scripts/mmdit_peer_bench.py)
+# and of the MMDiT fixture generator (scripts/mmdit_fixture.py), from PyPI, with pinned
+# versions.
+#
+#   scripts/peer_venv.sh                 # creates /work/peer-venv
+#   scripts/peer_venv.sh /path/to/venv   # anywhere else, but never inside the repository
+#   /work/peer-venv/bin/python scripts/mmdit_peer_bench.py --help
+#
+# PyPI's Linux torch wheel is the CUDA build (it pulls the nvidia-* libraries, several GiB);
+# PyPI has no CPU-only build, and the benchmark runs it on the CPU all the same. Check the
+# free disk first (`df -h`). transformers and accelerate come in through peft; they are pinned
+# at the versions they resolved to when this was written, so that a rerun installs the same.
+set -euo pipefail
+
+venv="${1:-/work/peer-venv}"
+repo="$(cd "$(dirname "$0")/.." && pwd)"
+venv_abs="$(realpath -m "$venv")"
+case "$venv_abs/" in
+    "$repo"/*)
+        echo "error: venv path $venv_abs is inside the repository $repo; choose a path outside it" >&2
+        exit 2
+        ;;
+esac
+
+python="${PYTHON:-python3}"
+if [ ! -x "$venv_abs/bin/python" ]; then
+    "$python" -m venv "$venv_abs"
+fi
+"$venv_abs/bin/python" -m pip install --upgrade pip
+"$venv_abs/bin/python" -m pip install \
+    torch==2.15.0 \
+    diffusers==0.42.1 \
+    peft==0.21.2 \
+    safetensors==0.8.0 \
+    numpy==2.4.6 \
+    transformers==5.25.0 \
+    accelerate==1.16.0
+"$venv_abs/bin/python" -c '
+import diffusers, numpy, peft, safetensors, torch
+for module in (torch, diffusers, peft, safetensors, numpy):
+    print(f"{module.__name__} {module.__version__}")
+'
+echo "ready: $venv_abs/bin/python"
