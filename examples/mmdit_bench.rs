@@ -5,7 +5,9 @@
 //! ```sh
 //! cargo run --release --example mmdit_bench -- --config tiny
 //! cargo run --release --example mmdit_bench -- --config custom --depth 6 --heads 6 --resolution 256 --batch 2
+//! cargo run --release --example mmdit_bench -- --config custom --depth 6 --heads 6 --resolution 256 --checkpointing
 //! cargo run --release --example mmdit_bench -- --estimate   # the SD3.5 memory table
+//! cargo run --release --example mmdit_bench -- --plan --preset sd35-medium --resolution 512 --gpu-memory 80
 //! cargo run --release --example mmdit_bench -- --help
 //! ```
 //!
@@ -20,7 +22,7 @@ use burn::tensor::{Distribution, FloatDType};
 use clap::{Parser, ValueEnum};
 use flow_rl::backend::Backend;
 use flow_rl::models::mmdit::{
-    LoraMemoryEstimate, LoraTarget, LoraWorkload, Mmdit, MmditConfig, MmditLoraConfig,
+    LoraMemoryEstimate, LoraTarget, LoraWorkload, Mmdit, MmditConfig, MmditLoraConfig, plan_batches,
 };
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -52,7 +54,7 @@ struct Args {
     #[arg(long)]
     backend: Option<Backend>,
     /// The architecture.
-    #[arg(long, value_enum, default_value = "tiny")]
+    #[arg(long, alias = "preset", value_enum, default_value = "tiny")]
     config: Preset,
     /// Blocks of the custom configuration.
     #[arg(long, default_value_t = 6)]
@@ -84,6 +86,17 @@ struct Args {
     /// Print the estimated memory of SD3.5 LoRA training at 512² and exit.
     #[arg(long)]
     estimate: bool,
+    /// Run the LoRA pass on burn's op-level gradient checkpointing
+    /// (`Device::autodiff().gradient_checkpointing()`).
+    #[arg(long)]
+    checkpointing: bool,
+    /// Print the largest LoRA micro-batch and rollout chunk of `--config` at `--resolution`
+    /// that fit in `--gpu-memory` GiB (bf16 base, the default LoRA) and exit.
+    #[arg(long)]
+    plan: bool,
+    /// Device memory in GiB for `--plan`.
+    #[arg(long, default_value_t = 80.0)]
+    gpu_memory: f64,
 }
 
 fn main() -> flow_rl::Result<()> {
@@ -92,16 +105,10 @@ fn main() -> flow_rl::Result<()> {
         print_estimates();
         return Ok(());
     }
-    let config = match args.config {
-        Preset::Tiny => MmditConfig::tiny(),
-        Preset::Sd3Medium => MmditConfig::sd3_medium(),
-        Preset::Sd35Medium => MmditConfig::sd35_medium(),
-        Preset::Sd35Large => MmditConfig::sd35_large(),
-        Preset::Custom => MmditConfig::new(args.depth, args.heads)
-            .with_head_dim(args.head_dim)
-            .with_qk_norm(true)
-            .with_dual_attention_layers((0..args.depth / 2).collect()),
-    };
+    let config = architecture(&args);
+    if args.plan {
+        return print_plan(&args, &config);
+    }
     let device = Backend::from_flag(args.backend)?.open()?;
     let dtype = match args.precision {
         Precision::F32 => FloatDType::F32,
@@ -140,7 +147,11 @@ fn main() -> flow_rl::Result<()> {
     })?;
     let forward_peak = memory.report();
 
-    let autodiff = device.clone().autodiff();
+    let autodiff = if args.checkpointing {
+        device.clone().autodiff().gradient_checkpointing()
+    } else {
+        device.clone().autodiff()
+    };
     let lora = MmditLoraConfig::new()
         .with_rank(args.rank)
         .with_alpha(2.0 * args.rank as f64)
@@ -173,7 +184,11 @@ fn main() -> flow_rl::Result<()> {
     );
     println!(
         "{:<28} {:>12.1} {:>12.2} {:>24}",
-        format!("forward + backward (LoRA {})", args.rank),
+        format!(
+            "forward + backward (LoRA {}{})",
+            args.rank,
+            if args.checkpointing { ", ckpt" } else { "" }
+        ),
         backward * 1e3,
         samples / backward,
         backward_peak
@@ -186,10 +201,12 @@ fn main() -> flow_rl::Result<()> {
     };
     let estimate = config.estimate_lora_memory(&lora, &workload);
     println!(
-        "estimated LoRA training memory for this workload: {} (weights {}, activations {})",
+        "estimated LoRA training memory for this workload: {} (weights {}, activations {}); \
+         no-grad forward: {}",
         gib(estimate.total()),
         gib(estimate.base_weights),
-        gib(estimate.activations)
+        gib(estimate.activations),
+        gib(config.estimate_forward_memory(&lora, &workload))
     );
     Ok(())
 }
@@ -304,16 +321,8 @@ fn print_estimates() {
          tokens):"
     );
     println!(
-        "{:<14} {:>6} {:>9} {:>9} {:>9} {:>10} {:>12} {:>11} {:>9}",
-        "model",
-        "batch",
-        "weights",
-        "adapters",
-        "grads",
-        "optimizer",
-        "composed W",
-        "activations",
-        "total"
+        "{:<14} {:>6} {:>9} {:>9} {:>9} {:>10} {:>11} {:>9}",
+        "model", "batch", "weights", "adapters", "grads", "optimizer", "activations", "total"
     );
     let lora = MmditLoraConfig::new();
     for (name, config) in [
@@ -330,13 +339,54 @@ fn print_estimates() {
 fn print_row(name: &str, batch: usize, estimate: &LoraMemoryEstimate) {
     let g = |bytes: u64| format!("{:.2}", gibibytes(bytes));
     println!(
-        "{name:<14} {batch:>6} {:>9} {:>9} {:>9} {:>10} {:>12} {:>11} {:>9}   (GiB)",
+        "{name:<14} {batch:>6} {:>9} {:>9} {:>9} {:>10} {:>11} {:>9}   (GiB)",
         g(estimate.base_weights),
         g(estimate.adapters),
         g(estimate.adapter_gradients),
         g(estimate.optimizer_state),
-        g(estimate.composed_weights),
         g(estimate.activations),
         g(estimate.total())
     );
+}
+
+/// The architecture `--config` names.
+fn architecture(args: &Args) -> MmditConfig {
+    match args.config {
+        Preset::Tiny => MmditConfig::tiny(),
+        Preset::Sd3Medium => MmditConfig::sd3_medium(),
+        Preset::Sd35Medium => MmditConfig::sd35_medium(),
+        Preset::Sd35Large => MmditConfig::sd35_large(),
+        Preset::Custom => MmditConfig::new(args.depth, args.heads)
+            .with_head_dim(args.head_dim)
+            .with_qk_norm(true)
+            .with_dual_attention_layers((0..args.depth / 2).collect()),
+    }
+}
+
+fn print_plan(args: &Args, config: &MmditConfig) -> flow_rl::Result<()> {
+    let workload = LoraWorkload {
+        context_tokens: args.context_tokens,
+        ..LoraWorkload::sd35(args.resolution, 1)
+    };
+    let lora = MmditLoraConfig::new();
+    let budget = (args.gpu_memory * (1u64 << 30) as f64) as u64;
+    let plan = plan_batches(config, &lora, &workload, budget)?;
+    let training = config.estimate_lora_memory(&lora, &workload.with_batch(plan.micro_batch_rows));
+    let rollout =
+        config.estimate_forward_memory(&lora, &workload.with_batch(plan.rollout_batch_size));
+    println!(
+        "{:?} at {}² ({} context tokens), bf16 base, LoRA rank {} (f32 factors, attention), {} GiB:",
+        args.config, args.resolution, args.context_tokens, lora.rank, args.gpu_memory
+    );
+    println!(
+        "  micro-batch rows (LoRA forward + backward): {} (estimated {})",
+        plan.micro_batch_rows,
+        gib(training.total())
+    );
+    println!(
+        "  rollout batch size (no-grad forward):       {} (estimated {})",
+        plan.rollout_batch_size,
+        gib(rollout)
+    );
+    Ok(())
 }

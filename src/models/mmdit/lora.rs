@@ -43,7 +43,9 @@ impl LoraTarget {
 pub const MAX_LORA_SCALE: f64 = 1e4;
 
 /// LoRA on an [`Mmdit`]: `W + (alpha/rank)·A·B` on the selected Linear layers, everything
-/// else frozen. Defaults follow the Flow-DPPO recipe (rank 32, alpha 64, attention
+/// else frozen. The adapters are burn's (`Param::adapter()` of each adapted weight), but the
+/// forward pass computes them unmerged, `x·W + (alpha/rank)·(x·A)·B`, and never forms the
+/// dense sum; [`Mmdit::merge_lora`] does. Defaults follow the Flow-DPPO recipe (rank 32, alpha 64, attention
 /// projections) with f32 factors, so that small updates are not lost to a bf16 base.
 #[derive(Config, Debug, PartialEq)]
 pub struct MmditLoraConfig {

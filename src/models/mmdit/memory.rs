@@ -6,13 +6,28 @@ use serde::Serialize;
 use super::MmditConfig;
 use super::lora::MmditLoraConfig;
 use super::weights::diffusers_linear_names;
+use crate::error::{Error, Result};
 
-/// Values autodiff keeps per token, per stream and per block, for the backward pass of one
-/// joint block as this crate computes it: LayerNorm and RMSNorm inputs and outputs in f32
-/// (counted twice, as f32 is twice the bf16 width), the modulated inputs, q/k/v, the
-/// attention output, residuals and gates, and the MLP's `4·hidden`-wide input, GELU
-/// intermediates and output.
-const VALUES_PER_TOKEN: u64 = 46;
+/// Hidden-wide values autodiff keeps per token, per stream and per block, in the activation
+/// dtype, for the backward pass of one joint block as this crate computes it: the modulated
+/// inputs, q/k/v, the attention output, residuals and gates, and the MLP's `4·hidden`-wide
+/// input, GELU intermediates and output.
+const ACTIVATION_VALUES_PER_TOKEN: u64 = 30;
+
+/// Hidden-wide values kept per token, per stream and per block in f32 whatever the
+/// activation dtype: the LayerNorm and RMSNorm inputs and normalised values.
+const F32_VALUES_PER_TOKEN: u64 = 8;
+
+/// `T×T` matrices per head that autodiff keeps for one attention, in the activation dtype
+/// (the probabilities and the softmax's intermediate).
+const ATTENTION_MATRICES: u64 = 2;
+
+/// Hidden-wide values alive per token at the peak of a no-grad forward pass (inside the
+/// MLP: its input, the `4·hidden` projection and its GELU, and the residual streams).
+const FORWARD_VALUES_PER_TOKEN: u64 = 12;
+
+/// `T×T` matrices per head alive at once in a no-grad attention (scores and probabilities).
+const FORWARD_ATTENTION_MATRICES: u64 = 2;
 
 /// The shapes of one LoRA training step.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -37,6 +52,11 @@ impl LoraWorkload {
             weight_dtype: FloatDType::BF16,
         }
     }
+
+    /// The same shapes with `batch` rows.
+    pub fn with_batch(&self, batch: usize) -> Self {
+        Self { batch, ..*self }
+    }
 }
 
 /// Estimated bytes of LoRA fine-tuning, by part. Activations are an estimate from the
@@ -51,10 +71,10 @@ pub struct LoraMemoryEstimate {
     pub adapter_gradients: u64,
     /// AdamW's two moments per factor value.
     pub optimizer_state: u64,
-    /// The dense weights `W + (α/r)·A·B` that burn's LoRA composes for every adapted layer
-    /// and autodiff keeps for the backward pass, in the factors' dtype.
-    pub composed_weights: u64,
-    /// Activations kept for the backward pass, attention probabilities included.
+    /// Activations kept for the backward pass, attention probabilities and the adapters'
+    /// low-rank path (`x·A` and, where the factors' dtype differs from the base's, the input
+    /// in the factors' dtype) included. The adapted projections are unmerged, so no dense
+    /// `W + (α/r)·A·B` is kept.
     pub activations: u64,
 }
 
@@ -65,7 +85,6 @@ impl LoraMemoryEstimate {
             + self.adapters
             + self.adapter_gradients
             + self.optimizer_state
-            + self.composed_weights
             + self.activations
     }
 }
@@ -80,49 +99,68 @@ impl MmditConfig {
     ) -> LoraMemoryEstimate {
         let weight_bytes = dtype_bytes(workload.weight_dtype);
         let factor_bytes = lora.dtype.map_or(weight_bytes, dtype_bytes);
-        let hidden = self.hidden() as u64;
-        let (mut factors, mut composed) = (0u64, 0u64);
+        let widened_input = lora
+            .dtype
+            .is_some_and(|dtype| dtype != workload.weight_dtype);
+        let tokens = Tokens::of(self, workload);
+        // Per token of the layer's stream: `x·A` and, in a wider dtype, the input again.
+        let (mut factors, mut low_rank_bytes_per_token) = (0u64, 0u64);
         for (module, _) in diffusers_linear_names(self) {
             if !lora.targets.iter().any(|target| target.matches(&module)) {
                 continue;
             }
             let (d_in, d_out) = self.linear_shape(&module);
             factors += (lora.rank * (d_in + d_out)) as u64;
-            composed += (d_in * d_out) as u64;
+            let input = if widened_input { d_in as u64 } else { 0 };
+            let stream_tokens = if module.contains(".context.") {
+                tokens.context
+            } else {
+                tokens.image
+            };
+            low_rank_bytes_per_token += (input + lora.rank as u64) * factor_bytes * stream_tokens;
         }
-        let patch = self.patch_size;
-        let image_tokens =
-            ((workload.latent_size[0] / patch) * (workload.latent_size[1] / patch)) as u64;
-        let context_tokens = workload.context_tokens as u64;
-        let joint = image_tokens + context_tokens;
-        let batch = workload.batch as u64;
+        let hidden = self.hidden() as u64;
+        let per_token = ACTIVATION_VALUES_PER_TOKEN * weight_bytes + F32_VALUES_PER_TOKEN * 4;
+        let attention = |length: u64| ATTENTION_MATRICES * self.heads as u64 * length * length;
         let per_block = |dual: bool, last: bool| {
             let context = if last {
-                context_tokens / 2
+                tokens.context / 2
             } else {
-                context_tokens
+                tokens.context
             };
-            let mut values = VALUES_PER_TOKEN * hidden * (image_tokens + context);
-            // Attention probabilities in f32: two activation widths per value.
-            let mut probabilities = 2 * self.heads as u64 * joint * joint;
+            let mut bytes = per_token * hidden * (tokens.image + context)
+                + attention(tokens.image + tokens.context) * weight_bytes;
             if dual {
-                values += VALUES_PER_TOKEN / 2 * hidden * image_tokens;
-                probabilities += 2 * self.heads as u64 * image_tokens * image_tokens;
+                bytes +=
+                    per_token / 2 * hidden * tokens.image + attention(tokens.image) * weight_bytes;
             }
-            (values + probabilities) * weight_bytes
+            bytes
         };
-        let activations: u64 = (0..self.depth)
+        let activations = ((0..self.depth)
             .map(|block| per_block(self.is_dual(block), block + 1 == self.depth))
             .sum::<u64>()
-            * batch;
+            + low_rank_bytes_per_token)
+            * workload.batch as u64;
         LoraMemoryEstimate {
             base_weights: self.num_params() as u64 * weight_bytes,
             adapters: factors * factor_bytes,
             adapter_gradients: factors * factor_bytes,
-            optimizer_state: 2 * factors * factor_bytes,
-            composed_weights: composed * factor_bytes,
+            optimizer_state: 2 * factors * 4,
             activations,
         }
+    }
+
+    /// Estimates the peak bytes of a no-grad forward pass (a rollout) over `workload.batch`
+    /// rows: the base weights and adapters, and the largest transient activations of one
+    /// block (nothing is kept across blocks).
+    pub fn estimate_forward_memory(&self, lora: &MmditLoraConfig, workload: &LoraWorkload) -> u64 {
+        let weight_bytes = dtype_bytes(workload.weight_dtype);
+        let training = self.estimate_lora_memory(lora, &workload.with_batch(0));
+        let tokens = Tokens::of(self, workload);
+        let joint = tokens.image + tokens.context;
+        let per_row = FORWARD_VALUES_PER_TOKEN * self.hidden() as u64 * joint * weight_bytes
+            + FORWARD_ATTENTION_MATRICES * self.heads as u64 * joint * joint * weight_bytes;
+        training.base_weights + training.adapters + per_row * workload.batch as u64
     }
 
     /// `(in, out)` of the Linear layer at a module path.
@@ -134,6 +172,74 @@ impl MmditConfig {
             (self.mlp_ratio * hidden, hidden)
         } else {
             (hidden, hidden)
+        }
+    }
+}
+
+/// The rows of LoRA training and of rollouts that fit in a device's memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct BatchPlan {
+    /// The most rows of one LoRA forward + backward pass (a micro-batch), with the weights,
+    /// adapters, their gradients and AdamW's moments resident.
+    pub micro_batch_rows: usize,
+    /// The most rows of one no-grad forward pass (a rollout chunk).
+    pub rollout_batch_size: usize,
+}
+
+/// The largest micro-batch and rollout chunk of `workload`'s shapes (its `batch` is ignored)
+/// that fit in `gpu_memory_bytes`, by [`MmditConfig::estimate_lora_memory`] and
+/// [`MmditConfig::estimate_forward_memory`].
+///
+/// Fails with [`Error::InvalidArgument`] naming `gpu_memory_bytes` if not even one row of
+/// training fits.
+pub fn plan_batches(
+    config: &MmditConfig,
+    lora: &MmditLoraConfig,
+    workload: &LoraWorkload,
+    gpu_memory_bytes: u64,
+) -> Result<BatchPlan> {
+    let fixed = config
+        .estimate_lora_memory(lora, &workload.with_batch(0))
+        .total();
+    let per_row = config
+        .estimate_lora_memory(lora, &workload.with_batch(1))
+        .total()
+        - fixed;
+    let forward_fixed = config.estimate_forward_memory(lora, &workload.with_batch(0));
+    let forward_per_row =
+        config.estimate_forward_memory(lora, &workload.with_batch(1)) - forward_fixed;
+    let rows = |fixed: u64, per_row: u64| {
+        (gpu_memory_bytes.saturating_sub(fixed) / per_row.max(1)) as usize
+    };
+    let plan = BatchPlan {
+        micro_batch_rows: rows(fixed, per_row),
+        rollout_batch_size: rows(forward_fixed, forward_per_row),
+    };
+    if plan.micro_batch_rows == 0 {
+        return Err(Error::invalid(
+            "gpu_memory_bytes",
+            gpu_memory_bytes,
+            format!(
+                "at least {} bytes: one row of LoRA training at this workload",
+                fixed + per_row
+            ),
+        ));
+    }
+    Ok(plan)
+}
+
+/// Tokens per sample of each stream.
+struct Tokens {
+    image: u64,
+    context: u64,
+}
+
+impl Tokens {
+    fn of(config: &MmditConfig, workload: &LoraWorkload) -> Self {
+        let patch = config.patch_size;
+        Self {
+            image: ((workload.latent_size[0] / patch) * (workload.latent_size[1] / patch)) as u64,
+            context: workload.context_tokens as u64,
         }
     }
 }

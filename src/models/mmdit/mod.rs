@@ -1,14 +1,14 @@
 //! The SD3-family MMDiT (SD3-medium, SD3.5-medium with MMDiT-X, SD3.5-large) as a
 //! [`FlowPolicy`](crate::policy::FlowPolicy).
 //!
-//! - [`MmditConfig`]: the architecture, its presets, its parameter count and a memory
-//!   estimate for LoRA training;
+//! - [`MmditConfig`]: the architecture, its presets, its parameter count and memory
+//!   estimates for LoRA training and rollouts; [`plan_batches`] sizes both for a device;
 //! - [`Mmdit`]: the network; its policy condition is `(context [B, L, 4096], pooled
 //!   [B, 2048])`, its timestep `1000·σ`;
 //! - [`MmditCheckpoint`]: Stability AI's single files and diffusers' layout, with every
 //!   mismatch listed;
-//! - [`MmditLoraConfig`]: LoRA through burn's built-in adapters, saved and loaded alone under
-//!   PEFT names, mergeable;
+//! - [`MmditLoraConfig`]: LoRA through burn's built-in adapters, computed unmerged, saved and
+//!   loaded alone under PEFT names, mergeable;
 //! - [`PromptEmbeddings`]: the file format of precomputed text conditions.
 //!
 //! `docs/sd35.md` is the guide: loading, conditions, LoRA, memory.
@@ -53,7 +53,7 @@ pub use config::MmditConfig;
 pub use embed::{FinalLayer, PatchEmbed};
 pub use layers::{EmbedderMlp, Mlp};
 pub use lora::{LoraTarget, MAX_LORA_SCALE, MmditLoraConfig};
-pub use memory::{LoraMemoryEstimate, LoraWorkload};
+pub use memory::{BatchPlan, LoraMemoryEstimate, LoraWorkload, plan_batches};
 pub use model::{Mmdit, MmditCondition};
 pub use prompts::PromptEmbeddings;
 pub use weights::{MmditCheckpoint, WeightLayout};
