@@ -230,18 +230,7 @@ fn masked_and_clipped_rows_have_exactly_zero_gradient() {
 fn an_overflowed_ratio_in_a_masked_or_clipped_row_gives_no_nan() {
     // Row 0: e = 30, d = 2.5, s = 0.1 ⇒ log r ≈ 7.5e3 and log r̂ = 750: exp overflows f32.
     // Row 1 is ordinary.
-    let host = HostBatch {
-        rows: 2,
-        dims: 1,
-        new_mean: vec![2.5, 0.01],
-        old_mean: vec![0.0, 0.0],
-        sample: vec![30.0, 0.3],
-        std: vec![0.1, 0.5],
-        dt: vec![-0.1, -0.1],
-        advantages: vec![1.0, 1.0],
-        ref_mean: None,
-        velocity_scale: None,
-    };
+    let host = overflowing_batch(1.0);
     let objectives: Vec<Box<dyn TrustRegionObjective>> = vec![
         Box::new(RatioClipConfig::new().init().unwrap()),
         Box::new(GrpoGuardConfig::new().init().unwrap()),
@@ -795,18 +784,7 @@ fn an_overflowed_ratio_in_a_row_that_keeps_its_gradient_is_an_error() {
     // Row 0 as in the masked/clipped overflow test (log r ≈ 7.2e3, log r̂ = 750), but with
     // A < 0: r > 1 is the unclipped branch and a corrective update, so every objective keeps
     // the row and −A·r is +inf.
-    let host = HostBatch {
-        rows: 2,
-        dims: 1,
-        new_mean: vec![2.5, 0.01],
-        old_mean: vec![0.0, 0.0],
-        sample: vec![30.0, 0.3],
-        std: vec![0.1, 0.5],
-        dt: vec![-0.1, -0.1],
-        advantages: vec![-1.0, 1.0],
-        ref_mean: None,
-        velocity_scale: None,
-    };
+    let host = overflowing_batch(-1.0);
     for objective in each_objective() {
         let err = objective.loss(&host.to_device(&device())).unwrap_err();
         let message = err.to_string();
@@ -868,5 +846,22 @@ proptest! {
             prop_assert!((loss - want).abs() <= 1e-4 * (1.0 + want.abs()),
                 "{}: {loss} vs {want}", objective.name());
         }
+    }
+}
+
+/// Row 0: e = 30, d = 2.5, s = 0.1 ⇒ log r ≈ 7.5e3 and log r̂ = 750, so exp overflows f32;
+/// its advantage is `advantage`. Row 1 is ordinary, with A = 1.
+fn overflowing_batch(advantage: f64) -> HostBatch {
+    HostBatch {
+        rows: 2,
+        dims: 1,
+        new_mean: vec![2.5, 0.01],
+        old_mean: vec![0.0, 0.0],
+        sample: vec![30.0, 0.3],
+        std: vec![0.1, 0.5],
+        dt: vec![-0.1, -0.1],
+        advantages: vec![advantage, 1.0],
+        ref_mean: None,
+        velocity_scale: None,
     }
 }
