@@ -4,5 +4,6 @@ pub mod mlp;
 pub mod mmdit;
 mod pretrain;
 pub mod ring;
+mod safetensors_files;
 
 pub use pretrain::{FlowMatchingConfig, pretrain_flow_matching};
