@@ -4,11 +4,9 @@
 use burn::module::{Module, Param};
 use burn::nn::{Initializer, Linear, LinearConfig};
 use burn::prelude::*;
-use burn::tensor::DType;
-use burn::tensor::module::attention;
-use burn::tensor::ops::AttentionModuleOptions;
 
-use super::layers::{NORM_EPS, project};
+use super::layers::project;
+use super::surrogate;
 
 /// The q/k/v (and output) projections of one token stream, with optional RMSNorm of each
 /// head's queries and keys (SD3.5).
@@ -78,7 +76,7 @@ impl AttentionProjections {
     /// Self-attention of tokens `[B, T, hidden]`, output projection included.
     pub(crate) fn self_attention(&self, tokens: Tensor<3>) -> Tensor<3> {
         let [query, key, value] = self.qkv(tokens);
-        self.project_output(merge_heads(scaled_dot_product(query, key, value)))
+        self.project_output(merge_heads(surrogate::attention(query, key, value)))
     }
 
     fn split_heads(&self, tokens: Tensor<3>) -> Tensor<4> {
@@ -91,16 +89,10 @@ impl AttentionProjections {
 
 /// RMSNorm over the head dimension, computed in f32, when a weight is given.
 fn rms_norm(heads: Tensor<4>, weight: Option<&Param<Tensor<1>>>) -> Tensor<4> {
-    let Some(weight) = weight else {
-        return heads;
-    };
-    let dtype = heads.dtype();
-    let heads = heads.cast(DType::F32);
-    let inverse_rms = (heads.clone().square().mean_dim(3) + NORM_EPS)
-        .sqrt()
-        .recip();
-    let weight = weight.val().cast(DType::F32).reshape([1, 1, 1, -1]);
-    (heads * inverse_rms * weight).cast(dtype)
+    match weight {
+        Some(weight) => surrogate::rms_norm(heads, weight.val()),
+        None => heads,
+    }
 }
 
 /// `[B, heads, T, head_dim] → [B, T, heads·head_dim]`.
@@ -111,17 +103,6 @@ fn merge_heads(heads: Tensor<4>) -> Tensor<3> {
         .reshape([batch, length, count * head_dim])
 }
 
-fn scaled_dot_product(query: Tensor<4>, key: Tensor<4>, value: Tensor<4>) -> Tensor<4> {
-    attention(
-        query,
-        key,
-        value,
-        None,
-        None,
-        AttentionModuleOptions::default(),
-    )
-}
-
 /// Joint attention: both streams attend over their concatenated tokens. Returns the attended
 /// context `[B, L, hidden]` and image `[B, T, hidden]` tokens, before output projections.
 pub(crate) fn joint_attention(context: [Tensor<4>; 3], image: [Tensor<4>; 3]) -> [Tensor<3>; 2] {
@@ -129,7 +110,7 @@ pub(crate) fn joint_attention(context: [Tensor<4>; 3], image: [Tensor<4>; 3]) ->
     let image_length = image[0].dims()[2];
     let [context_q, context_k, context_v] = context;
     let [image_q, image_k, image_v] = image;
-    let attended = merge_heads(scaled_dot_product(
+    let attended = merge_heads(surrogate::attention(
         Tensor::cat(vec![context_q, image_q], 2),
         Tensor::cat(vec![context_k, image_k], 2),
         Tensor::cat(vec![context_v, image_v], 2),

@@ -7,7 +7,8 @@ use burn::prelude::*;
 
 use super::attention::{AttentionProjections, joint_attention};
 use super::config::MmditConfig;
-use super::layers::{Mlp, gate, layer_norm, modulate, modulation};
+use super::layers::{Mlp, gate, modulation};
+use super::surrogate::{NormalizedTokens, layer_norm};
 
 /// One stream's half of a joint block.
 ///
@@ -91,7 +92,7 @@ impl StreamBlock {
     fn finish(
         &self,
         tokens: Tensor<3>,
-        normed: Tensor<3>,
+        normed: NormalizedTokens,
         attended: Tensor<3>,
         modulation: ResidualModulation,
     ) -> Tensor<3> {
@@ -104,13 +105,13 @@ impl StreamBlock {
         } = modulation;
         let mut tokens = tokens + gate(self.attention.project_output(attended), &gate_msa);
         if let (Some(self_attention), Some(second)) = (&self.self_attention, second_attention) {
-            let input = modulate(normed, second.shift_msa2, second.scale_msa2);
+            let input = normed.modulate(second.shift_msa2, second.scale_msa2);
             tokens = tokens + gate(self_attention.self_attention(input), &second.gate_msa2);
         }
         let Some(mlp) = &self.mlp else {
             return tokens;
         };
-        let input = modulate(layer_norm(tokens.clone()), shift_mlp, scale_mlp);
+        let input = layer_norm(tokens.clone()).modulate(shift_mlp, scale_mlp);
         tokens + gate(mlp.forward(input), &gate_mlp)
     }
 }
@@ -183,18 +184,12 @@ impl JointBlock {
     ) -> (Option<Tensor<3>>, Tensor<3>) {
         let image_modulation = self.image.modulation(conditioning);
         let image_normed = layer_norm(image.clone());
-        let image_input = modulate(
-            image_normed.clone(),
-            image_modulation.shift_msa,
-            image_modulation.scale_msa,
-        );
+        let image_input =
+            image_normed.modulate(image_modulation.shift_msa, image_modulation.scale_msa);
         let context_modulation = self.context.modulation(conditioning);
         let context_normed = layer_norm(context.clone());
-        let context_input = modulate(
-            context_normed.clone(),
-            context_modulation.shift_msa,
-            context_modulation.scale_msa,
-        );
+        let context_input =
+            context_normed.modulate(context_modulation.shift_msa, context_modulation.scale_msa);
         let [context_attended, image_attended] = joint_attention(
             self.context.attention.qkv(context_input),
             self.image.attention.qkv(image_input),

@@ -6,7 +6,8 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Initializer, Linear, LinearConfig};
 use burn::prelude::*;
 
-use super::layers::{layer_norm, modulate, modulation, project};
+use super::layers::{modulation, project};
+use super::surrogate::layer_norm;
 
 /// Patchifies latents `[B, C, H, W]` into tokens `[B, (H/p)·(W/p), hidden]` with a strided
 /// convolution and adds the centre of the learned positional table.
@@ -106,7 +107,7 @@ impl FinalLayer {
     /// Tokens `[B, T, hidden]` → patch values `[B, T, p·p·C_out]`.
     pub(crate) fn forward(&self, tokens: Tensor<3>, conditioning: &Tensor<2>) -> Tensor<3> {
         let chunks = modulation(&self.modulation, conditioning, 2);
-        let input = modulate(layer_norm(tokens), chunks[0].clone(), chunks[1].clone());
+        let input = layer_norm(tokens).modulate(chunks[0].clone(), chunks[1].clone());
         project(&self.proj, input)
     }
 }

@@ -3,8 +3,9 @@
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
-use burn::tensor::DType;
 use burn::tensor::activation::silu;
+
+use super::surrogate;
 
 /// The epsilon of every LayerNorm and RMSNorm in the SD3 family.
 pub(crate) const NORM_EPS: f64 = 1e-6;
@@ -37,19 +38,6 @@ pub(crate) fn project<const D: usize>(linear: &Linear, input: Tensor<D>) -> Tens
     let reduced = burn::tensor::module::linear(input.cast(factor_dtype), down, None)
         .mul_scalar(adapter.scale);
     (frozen + burn::tensor::module::linear(reduced, up, None)).cast(dtype)
-}
-
-/// LayerNorm over the last axis without affine parameters, computed in f32.
-pub(crate) fn layer_norm(input: Tensor<3>) -> Tensor<3> {
-    let dtype = input.dtype();
-    let input = input.cast(DType::F32);
-    let (variance, mean) = input.clone().var_mean_bias(2);
-    ((input - mean) / (variance + NORM_EPS).sqrt()).cast(dtype)
-}
-
-/// adaLN modulation of tokens `[B, T, D]` by per-sample `shift` and `scale` `[B, D]`.
-pub(crate) fn modulate(tokens: Tensor<3>, shift: Tensor<2>, scale: Tensor<2>) -> Tensor<3> {
-    tokens * (scale.unsqueeze_dim::<3>(1) + 1.0) + shift.unsqueeze_dim::<3>(1)
 }
 
 /// Per-sample vectors `[B, D]` scaling tokens `[B, T, D]`.
@@ -99,7 +87,7 @@ impl Mlp {
 
     /// `[B, T, hidden] → [B, T, hidden]`.
     pub(crate) fn forward(&self, tokens: Tensor<3>) -> Tensor<3> {
-        let hidden = burn::tensor::activation::gelu_approximate(project(&self.fc1, tokens));
+        let hidden = surrogate::gelu_tanh(project(&self.fc1, tokens));
         project(&self.fc2, hidden)
     }
 }

@@ -43,6 +43,7 @@ mod mixed_dtypes;
 mod model;
 mod prompts;
 mod safetensors_io;
+mod surrogate;
 #[cfg(test)]
 mod tests;
 mod weights;
