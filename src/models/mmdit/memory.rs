@@ -9,18 +9,19 @@ use super::weights::diffusers_linear_names;
 use crate::error::{Error, Result};
 
 /// Hidden-wide values autodiff keeps per token, per stream and per block, in the activation
-/// dtype, for the backward pass of one joint block as this crate computes it: the modulated
-/// inputs, q/k/v, the attention output, residuals and gates, and the MLP's `4·hidden`-wide
-/// input, GELU intermediates and output.
-const ACTIVATION_VALUES_PER_TOKEN: u64 = 30;
+/// dtype, for the backward pass of one joint block as this crate computes it (the
+/// activation-lean ops of `surrogate.rs`): the two modulated inputs, q/k/v and the two
+/// normalised q/k, the attention output and its projection, the gated MLP output, and the
+/// MLP's `4·hidden`-wide GELU derivative and GELU output.
+const ACTIVATION_VALUES_PER_TOKEN: u64 = 19;
 
 /// Hidden-wide values kept per token, per stream and per block in f32 whatever the
-/// activation dtype: the LayerNorm and RMSNorm inputs and normalised values.
-const F32_VALUES_PER_TOKEN: u64 = 8;
+/// activation dtype: the normalised tokens of the two LayerNorms and of the q/k RMSNorms.
+const F32_VALUES_PER_TOKEN: u64 = 4;
 
-/// `T×T` matrices per head that autodiff keeps for one attention, in the activation dtype
-/// (the probabilities and the softmax's intermediate).
-const ATTENTION_MATRICES: u64 = 2;
+/// `T×T` matrices per head that autodiff keeps for one attention, in the activation dtype:
+/// the probabilities alone (the softmax's exponentials are not kept, see `surrogate.rs`).
+const ATTENTION_MATRICES: u64 = 1;
 
 /// Hidden-wide values alive per token at the peak of a no-grad forward pass (inside the
 /// MLP: its input, the `4·hidden` projection and its GELU, and the residual streams).
