@@ -374,6 +374,11 @@ fn ids_outside_the_vocabulary_are_refused() {
         encoder.forward(ids, Some(mask)),
         Err(Error::ShapeMismatch { .. })
     ));
+    let empty = Tensor::<2, Int>::from_data(TensorData::new(Vec::<i64>::new(), [1, 0]), &device);
+    assert!(matches!(
+        encoder.forward(empty, None),
+        Err(Error::ShapeMismatch { .. })
+    ));
 }
 
 #[test]

@@ -63,20 +63,25 @@ impl T5Encoder {
     /// pipeline passes none (`text_encoder_3(input_ids)`), so padding tokens are attended
     /// to and their outputs are part of the condition: pass `None` to reproduce it.
     ///
-    /// Fails when an id is not below the vocabulary size or the mask's shape differs.
+    /// Fails on an empty `ids`, an id outside the vocabulary, or a mask of another shape.
     pub fn forward(&self, ids: Tensor<2, Int>, mask: Option<Tensor<2, Bool>>) -> Result<Tensor<3>> {
         let [prompts, length] = ids.dims();
         let vocab_size = self.vocab_size();
-        if prompts * length > 0 {
-            let largest: i64 = ids.clone().max().into_scalar::<i64>();
-            let smallest: i64 = ids.clone().min().into_scalar::<i64>();
-            if smallest < 0 || largest >= vocab_size as i64 {
-                return Err(Error::invalid(
-                    "token id",
-                    if smallest < 0 { smallest } else { largest },
-                    format!("ids in 0..{vocab_size} (the embedding's rows)"),
-                ));
-            }
+        if prompts * length == 0 {
+            return Err(Error::shape(
+                "ids",
+                "[P, S] with P, S ≥ 1",
+                [prompts, length],
+            ));
+        }
+        let largest: i64 = ids.clone().max().into_scalar::<i64>();
+        let smallest: i64 = ids.clone().min().into_scalar::<i64>();
+        if smallest < 0 || largest >= vocab_size as i64 {
+            return Err(Error::invalid(
+                "token id",
+                if smallest < 0 { smallest } else { largest },
+                format!("ids in 0..{vocab_size} (the embedding's rows)"),
+            ));
         }
         let bias = self.position_bias.forward(length);
         let bias = match mask {
