@@ -5,5 +5,6 @@ pub mod mmdit;
 mod pretrain;
 pub mod ring;
 mod safetensors_files;
+pub mod t5;
 
 pub use pretrain::{FlowMatchingConfig, pretrain_flow_matching};

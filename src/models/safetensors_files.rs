@@ -14,6 +14,7 @@ use crate::io::check_regular_file;
 /// Every tensor of one safetensors file by key, read lazily.
 pub(crate) fn read_file(path: &Path) -> Result<BTreeMap<String, PackTensor>> {
     check_regular_file(path)?;
+    refuse_unsupported_dtypes(path)?;
     let mut store = SafetensorsStore::from_file(path);
     store
         .get_all_tensors()
@@ -22,6 +23,60 @@ pub(crate) fn read_file(path: &Path) -> Result<BTreeMap<String, PackTensor>> {
             path: path.display().to_string(),
             message: format!("not a readable safetensors file: {err}"),
         })
+}
+
+/// The safetensors dtypes burn holds, as the header names them.
+const SUPPORTED_DTYPES: [&str; 13] = [
+    "F64", "F32", "F16", "BF16", "I64", "I32", "I16", "I8", "U64", "U32", "U16", "U8", "BOOL",
+];
+
+/// Fails, naming the dtype and a key, on a file storing tensors in a dtype burn has no
+/// type for (fp8 such as `F8_E4M3` in `t5xxl_fp8_e4m3fn.safetensors`); reads the header
+/// only. A header that cannot be parsed is left to the full reader's error.
+fn refuse_unsupported_dtypes(path: &Path) -> Result<()> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).map_err(|err| Error::io(path, err))?;
+    let mut length = [0u8; 8];
+    if file.read_exact(&mut length).is_err() {
+        return Ok(());
+    }
+    // A safetensors header is at most 100 MB; anything larger is not one.
+    let length = u64::from_le_bytes(length);
+    if length > 100_000_000 {
+        return Ok(());
+    }
+    let mut header = vec![0u8; length as usize];
+    if file.read_exact(&mut header).is_err() {
+        return Ok(());
+    }
+    let Ok(serde_json::Value::Object(entries)) = serde_json::from_slice(&header) else {
+        return Ok(());
+    };
+    let mut unsupported: BTreeMap<&str, (usize, &str)> = BTreeMap::new();
+    for (key, entry) in &entries {
+        let Some(dtype) = entry.get("dtype").and_then(|dtype| dtype.as_str()) else {
+            continue;
+        };
+        if !SUPPORTED_DTYPES.contains(&dtype) {
+            let (count, _) = unsupported.entry(dtype).or_insert((0, key.as_str()));
+            *count += 1;
+        }
+    }
+    if unsupported.is_empty() {
+        return Ok(());
+    }
+    let listed: Vec<String> = unsupported
+        .iter()
+        .map(|(dtype, (count, key))| format!("{count} tensor(s) in {dtype} (e.g. `{key}`)"))
+        .collect();
+    Err(Error::Checkpoint {
+        path: path.display().to_string(),
+        message: format!(
+            "{}; only f64/f32/f16/bf16 and integer tensors can be loaded (fp8 files such as \
+             `*_fp8_e4m3fn.safetensors` are not supported: use the f16 or bf16 file)",
+            listed.join(", ")
+        ),
+    })
 }
 
 /// Every tensor of a sharded checkpoint by key: `index` is the Hugging Face index whose
