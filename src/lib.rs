@@ -136,3 +136,8 @@ pub struct ReadmeDoctests;
 #[cfg(doctest)]
 #[doc = include_str!("../docs/sd35.md")]
 pub struct Sd35GuideDoctests;
+
+/// The text-encoder guide's Rust examples, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/text_encoders.md")]
+pub struct TextEncodersGuideDoctests;
