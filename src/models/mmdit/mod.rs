@@ -36,7 +36,7 @@ mod attention;
 mod block;
 mod config;
 mod embed;
-mod layers;
+pub(crate) mod layers;
 mod lora;
 mod memory;
 mod mixed_dtypes;
