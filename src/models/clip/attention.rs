@@ -1,80 +1,76 @@
-//! Multi-head self-attention with q/k/v/out projections, under a causal (text) or
-//! bidirectional (vision) mask.
+//! Multi-head self-attention with separate q/k/v projections, causal (text tower) or
+//! bidirectional (vision tower).
 
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
-use burn::tensor::FloatDType;
-use burn::tensor::activation::softmax;
+use burn::tensor::DType;
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
 
 use crate::models::mmdit::layers::project;
 
-/// Which keys each query may attend to.
+/// Which keys each query sees.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AttentionMask {
-    /// Token `i` sees tokens `0..=i` (the text tower).
+    /// Each position sees itself and the positions before it (the text tower).
     Causal,
-    /// Every token sees every token (a vision tower).
+    /// Every position sees every position (a vision tower).
     Bidirectional,
 }
 
-/// Self-attention of one CLIP encoder layer.
+/// Self-attention `q_proj`, `k_proj`, `v_proj`, `out_proj` (all `width → width`, biased).
 #[derive(Module, Debug)]
 pub struct ClipAttention {
-    /// Queries, `width → width`.
-    pub query: Linear,
-    /// Keys, `width → width`.
-    pub key: Linear,
-    /// Values, `width → width`.
-    pub value: Linear,
-    /// Output projection, `width → width`.
-    pub output: Linear,
+    /// Queries.
+    pub q_proj: Linear,
+    /// Keys.
+    pub k_proj: Linear,
+    /// Values.
+    pub v_proj: Linear,
+    /// The output projection.
+    pub out_proj: Linear,
+    /// The number of heads.
     #[module(skip)]
     heads: usize,
 }
 
 impl ClipAttention {
-    pub(crate) fn new(width: usize, heads: usize, device: &Device) -> Self {
+    /// Attention over `width` features in `heads` heads (`heads` divides `width`).
+    pub fn new(width: usize, heads: usize, device: &Device) -> Self {
         let linear = || LinearConfig::new(width, width).init(device);
         Self {
-            query: linear(),
-            key: linear(),
-            value: linear(),
-            output: linear(),
+            q_proj: linear(),
+            k_proj: linear(),
+            v_proj: linear(),
+            out_proj: linear(),
             heads,
         }
     }
 
-    /// `[B, T, width] → [B, T, width]`. Scores and softmax are computed in f32 whatever
-    /// the weights' dtype, as bf16 scores would round the softmax's inputs.
+    /// `[B, T, width] → [B, T, width]`. The projections run in the weights' dtype; the
+    /// scores and their softmax in f32, so that bf16 weights lose no precision there.
     pub fn forward(&self, tokens: Tensor<3>, mask: AttentionMask) -> Tensor<3> {
-        let dtype = tokens.dtype();
         let [batch, length, width] = tokens.dims();
-        let head_dim = width / self.heads;
-        let split = |linear: &Linear| {
+        let heads = |linear: &Linear| {
             project(linear, tokens.clone())
-                .cast(FloatDType::F32)
-                .reshape([batch, length, self.heads, head_dim])
+                .cast(DType::F32)
+                .reshape([batch, length, self.heads, width / self.heads])
                 .swap_dims(1, 2)
         };
-        let (query, key, value) = (split(&self.query), split(&self.key), split(&self.value));
-        let scores = query
-            .matmul(key.swap_dims(2, 3))
-            .mul_scalar((head_dim as f64).powf(-0.5));
-        let scores = match mask {
-            AttentionMask::Causal => {
-                let future = Tensor::<2, Bool>::tril_mask([length, length], 0, &scores.device())
-                    .unsqueeze::<4>()
-                    .expand([batch, self.heads, length, length]);
-                scores.mask_fill(future, f32::NEG_INFINITY)
-            }
-            AttentionMask::Bidirectional => scores,
+        let options = AttentionModuleOptions {
+            is_causal: mask == AttentionMask::Causal,
+            ..AttentionModuleOptions::default()
         };
-        let attended = softmax(scores, 3)
-            .matmul(value)
-            .swap_dims(1, 2)
-            .reshape([batch, length, width])
-            .cast(dtype);
-        project(&self.output, attended)
+        let attended = attention(
+            heads(&self.q_proj),
+            heads(&self.k_proj),
+            heads(&self.v_proj),
+            None,
+            None,
+            options,
+        );
+        let merged = attended.swap_dims(1, 2).reshape([batch, length, width]);
+        project(&self.out_proj, merged.cast(tokens.dtype()))
     }
 }

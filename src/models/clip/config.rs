@@ -1,4 +1,4 @@
-//! The architecture of a CLIP text transformer and its presets.
+//! The architecture of a CLIP text transformer and its SD3 presets.
 
 use burn::prelude::*;
 
@@ -6,91 +6,125 @@ use super::text::ClipTextModel;
 use crate::error::{Error, Result};
 
 /// The MLP's activation.
-#[derive(Config, Debug, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ClipActivation {
-    /// `x·sigmoid(1.702·x)`: OpenAI's CLIP (ViT-L/14).
+    /// `x·σ(1.702·x)`: OpenAI's CLIP (CLIP-L/14); transformers' `quick_gelu`.
     QuickGelu,
-    /// The exact (erf) GELU: OpenCLIP's ViT-bigG/14.
+    /// The exact (erf) GELU: OpenCLIP bigG/14; transformers' `gelu`.
     Gelu,
 }
 
-/// Where the pooled output is read in each row of token ids.
-#[derive(Config, Debug, Copy, PartialEq, Eq)]
-pub enum EosPooling {
-    /// At the highest id (the first one on ties): transformers' rule for configs whose
-    /// `eos_token_id` is 2, which SD3.5's two CLIP configs are. With CLIP's vocabulary the
-    /// end-of-text token 49407 is the highest id, so this is its first occurrence.
+/// How the pooled output picks each prompt's end-of-text position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum ClipPooling {
+    /// The position of the largest id (transformers' rule for configs whose `eos_token_id`
+    /// is the legacy 2, OpenAI's CLIP-L among them). With CLIP's vocabulary the largest id is
+    /// `<|endoftext|>` (49407), so this is its first occurrence.
     HighestId,
-    /// At the first occurrence of this id; a row without it is an error.
-    FirstOf(usize),
+    /// The first position holding this id (transformers' rule otherwise).
+    FirstId(usize),
 }
 
-/// A CLIP text transformer: token and positional embeddings, pre-LN encoder layers, a
-/// final LayerNorm and a bias-free text projection.
-#[derive(Config, Debug)]
+/// A CLIP text transformer: token and positional embeddings, `layers` pre-LayerNorm encoder
+/// layers under a causal mask, a final LayerNorm and a bias-free text projection.
+///
+/// ```
+/// use flow_rl::models::clip::ClipTextConfig;
+///
+/// let clip_l = ClipTextConfig::vit_l14();
+/// assert_eq!((clip_l.layers, clip_l.width, clip_l.projection), (12, 768, 768));
+/// ```
+#[derive(Config, Debug, PartialEq)]
 pub struct ClipTextConfig {
-    /// Vocabulary size.
+    /// Token ids are below this.
+    #[config(default = 49408)]
     pub vocab_size: usize,
-    /// Number of positions (77).
+    /// The sequence length the positional table covers.
+    #[config(default = 77)]
     pub max_positions: usize,
-    /// Width of the residual stream.
+    /// The residual width.
     pub width: usize,
-    /// Number of encoder layers.
+    /// The number of encoder layers.
     pub layers: usize,
-    /// Attention heads per layer.
+    /// The number of attention heads; divides `width`.
     pub heads: usize,
-    /// Hidden width of the MLP.
+    /// The MLP's hidden width.
     pub mlp_width: usize,
     /// The MLP's activation.
     pub activation: ClipActivation,
-    /// Output width of `text_projection`.
+    /// The output width of `text_projection`.
     pub projection: usize,
-    /// LayerNorm epsilon.
+    /// The epsilon of every LayerNorm.
     #[config(default = 1e-5)]
     pub layer_norm_eps: f64,
-    /// The pooled output's position rule.
-    #[config(default = "EosPooling::HighestId")]
-    pub pooling: EosPooling,
+    /// The pooling rule.
+    pub pooling: ClipPooling,
 }
 
 impl ClipTextConfig {
-    /// OpenAI CLIP ViT-L/14 (SD3.5's `text_encoder`).
+    /// OpenAI CLIP ViT-L/14's text tower (SD3's `text_encoder`): 12 layers, width 768, 12
+    /// heads, MLP 3072, QuickGELU, projection 768.
     pub fn vit_l14() -> Self {
-        Self::new(49408, 77, 768, 12, 12, 3072, ClipActivation::QuickGelu, 768)
+        Self::new(
+            768,
+            12,
+            12,
+            3072,
+            ClipActivation::QuickGelu,
+            768,
+            ClipPooling::HighestId,
+        )
     }
 
-    /// OpenCLIP ViT-bigG/14 (SD3.5's `text_encoder_2`).
+    /// OpenCLIP ViT-bigG/14's text tower (SD3's `text_encoder_2`): 32 layers, width 1280,
+    /// 20 heads, MLP 5120, exact GELU, projection 1280.
     pub fn vit_bigg14() -> Self {
-        Self::new(49408, 77, 1280, 32, 20, 5120, ClipActivation::Gelu, 1280)
+        Self::new(
+            1280,
+            32,
+            20,
+            5120,
+            ClipActivation::Gelu,
+            1280,
+            ClipPooling::FirstId(49407),
+        )
     }
 
-    /// Fails where the widths do not split into heads or a size is zero.
+    /// Checks the sizes: all positive, `heads` dividing `width`.
     pub fn validate(&self) -> Result<()> {
-        for (name, value) in [
+        let sizes = [
             ("vocab_size", self.vocab_size),
             ("max_positions", self.max_positions),
             ("width", self.width),
+            ("layers", self.layers),
             ("heads", self.heads),
             ("mlp_width", self.mlp_width),
             ("projection", self.projection),
-        ] {
-            if value == 0 {
-                return Err(Error::invalid(name, value, "a positive size"));
-            }
+        ];
+        if let Some((name, value)) = sizes.iter().find(|(_, value)| *value == 0) {
+            return Err(Error::invalid(*name, value, "a positive size"));
         }
         if !self.width.is_multiple_of(self.heads) {
             return Err(Error::invalid(
-                "width",
-                self.width,
-                format!("a multiple of heads = {}", self.heads),
+                "heads",
+                self.heads,
+                format!("a divisor of width {}", self.width),
+            ));
+        }
+        if self.layer_norm_eps.is_nan() || self.layer_norm_eps <= 0.0 {
+            return Err(Error::invalid(
+                "layer_norm_eps",
+                self.layer_norm_eps,
+                "a positive epsilon",
             ));
         }
         Ok(())
     }
 
-    /// A model with freshly initialised weights (f32).
+    /// A model with this architecture and freshly initialised f32 weights (load real ones
+    /// with [`ClipTextWeights::load_into`](super::ClipTextWeights::load_into)).
     pub fn init(&self, device: &Device) -> Result<ClipTextModel> {
         self.validate()?;
-        Ok(ClipTextModel::new(self, device))
+        Ok(ClipTextModel::new(self.clone(), device))
     }
 }

@@ -1,27 +1,28 @@
-//! The encoder layer's feed-forward network.
+//! The encoder layer's MLP.
 
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
-use burn::tensor::FloatDType;
 use burn::tensor::activation::{gelu, sigmoid};
 
 use super::config::ClipActivation;
 use crate::models::mmdit::layers::project;
 
-/// Linear → activation → Linear.
+/// Linear → activation → Linear, computed in the weights' dtype.
 #[derive(Module, Debug)]
 pub struct ClipMlp {
     /// `width → mlp_width`.
     pub fc1: Linear,
     /// `mlp_width → width`.
     pub fc2: Linear,
+    /// The activation between them.
     #[module(skip)]
     activation: ClipActivation,
 }
 
 impl ClipMlp {
-    pub(crate) fn new(
+    /// An MLP `width → mlp_width → width`.
+    pub fn new(
         width: usize,
         mlp_width: usize,
         activation: ClipActivation,
@@ -34,15 +35,13 @@ impl ClipMlp {
         }
     }
 
-    /// `[B, T, width] → [B, T, width]`; the activation is computed in f32.
+    /// `[B, T, width] → [B, T, width]`.
     pub fn forward(&self, tokens: Tensor<3>) -> Tensor<3> {
         let hidden = project(&self.fc1, tokens);
-        let dtype = hidden.dtype();
-        let hidden = hidden.cast(FloatDType::F32);
         let activated = match self.activation {
-            ClipActivation::QuickGelu => hidden.clone() * sigmoid(hidden.mul_scalar(1.702)),
             ClipActivation::Gelu => gelu(hidden),
+            ClipActivation::QuickGelu => hidden.clone() * sigmoid(hidden.mul_scalar(1.702)),
         };
-        project(&self.fc2, activated.cast(dtype))
+        project(&self.fc2, activated)
     }
 }

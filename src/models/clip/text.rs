@@ -1,70 +1,90 @@
-//! The CLIP text transformer.
+//! The CLIP text transformer and its outputs.
 
-use burn::module::{Module, Param};
+use burn::module::Module;
 use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::prelude::*;
+use burn::tensor::DType;
 
 use super::attention::AttentionMask;
-use super::block::{ClipEncoderLayer, ClipLayerShape, layer_norm};
-use super::config::{ClipTextConfig, EosPooling};
+use super::block::{ClipEncoderLayer, layer_norm};
+use super::config::{ClipPooling, ClipTextConfig};
 use crate::error::{Error, Result};
 use crate::models::mmdit::layers::project;
 
-/// What [`ClipTextModel::forward`] returns.
+/// What [`ClipTextModel::forward`] returns, in f32 whatever the weights' dtype.
 #[derive(Debug, Clone)]
 pub struct ClipTextOutput {
-    /// The requested hidden states `[P, T, width]` (transformers' `hidden_states[i]`).
+    /// The requested hidden state `[P, T, width]`, numbered as transformers'
+    /// `hidden_states[i]`: 0 is the embeddings, `i` the output of layer `i` (before the final
+    /// LayerNorm). SD3 takes the penultimate, `layers - 1`.
     pub hidden: Tensor<3>,
-    /// The last layer's output after the final LayerNorm, `[P, T, width]`.
+    /// The last layer's output after the final LayerNorm `[P, T, width]`.
     pub last_hidden: Tensor<3>,
-    /// `last_hidden` at each row's end-of-text position, `[P, width]`.
+    /// `last_hidden` at each prompt's end-of-text position `[P, width]`.
     pub pooled: Tensor<2>,
-    /// `pooled` through `text_projection`, `[P, projection]`.
+    /// `pooled` through `text_projection` `[P, projection]`: SD3's pooled condition.
     pub projected: Tensor<2>,
 }
 
-/// A CLIP text tower (transformers' `CLIPTextModelWithProjection`).
+/// A CLIP text transformer (transformers' `CLIPTextModelWithProjection`).
+///
+/// ```
+/// use burn::prelude::*;
+/// use flow_rl::models::clip::{ClipActivation, ClipPooling, ClipTextConfig};
+///
+/// let device = Device::default();
+/// let config = ClipTextConfig::new(16, 2, 2, 32, ClipActivation::Gelu, 8, ClipPooling::FirstId(99))
+///     .with_vocab_size(100);
+/// let model = config.init(&device)?;
+/// let ids = Tensor::<2, Int>::from_ints([[98, 5, 7, 99, 0], [98, 99, 0, 0, 0]], &device);
+/// let output = model.forward(ids, model.penultimate_layer())?;
+/// assert_eq!(output.hidden.dims(), [2, 5, 16]);
+/// assert_eq!(output.projected.dims(), [2, 8]);
+/// # Ok::<(), flow_rl::Error>(())
+/// ```
 #[derive(Module, Debug)]
 pub struct ClipTextModel {
-    /// Token embedding `[vocab_size, width]`.
+    /// Token embeddings `[vocab_size, width]`.
     pub token_embedding: Embedding,
-    /// Positional embedding `[max_positions, width]`.
-    pub position_embedding: Param<Tensor<2>>,
+    /// Positional embeddings `[max_positions, width]`.
+    pub position_embedding: Embedding,
     /// The encoder layers.
     pub layers: Vec<ClipEncoderLayer>,
-    /// The final LayerNorm.
-    pub final_norm: LayerNorm,
-    /// `width → projection`, no bias.
+    /// The LayerNorm after the last layer.
+    pub final_layer_norm: LayerNorm,
+    /// `width → projection`, without bias.
     pub text_projection: Linear,
+    /// The architecture.
     #[module(skip)]
     config: ClipTextConfig,
 }
 
 impl ClipTextModel {
-    pub(crate) fn new(config: &ClipTextConfig, device: &Device) -> Self {
-        let shape = ClipLayerShape {
-            width: config.width,
-            heads: config.heads,
-            mlp_width: config.mlp_width,
-            activation: config.activation,
-            layer_norm_eps: config.layer_norm_eps,
-        };
+    pub(crate) fn new(config: ClipTextConfig, device: &Device) -> Self {
+        let layers = (0..config.layers)
+            .map(|_| {
+                ClipEncoderLayer::new(
+                    config.width,
+                    config.heads,
+                    config.mlp_width,
+                    config.activation,
+                    config.layer_norm_eps,
+                    device,
+                )
+            })
+            .collect();
         Self {
             token_embedding: EmbeddingConfig::new(config.vocab_size, config.width).init(device),
-            position_embedding: Param::from_tensor(Tensor::zeros(
-                [config.max_positions, config.width],
-                device,
-            )),
-            layers: (0..config.layers)
-                .map(|_| ClipEncoderLayer::new(shape, device))
-                .collect(),
-            final_norm: LayerNormConfig::new(config.width)
+            position_embedding: EmbeddingConfig::new(config.max_positions, config.width)
+                .init(device),
+            layers,
+            final_layer_norm: LayerNormConfig::new(config.width)
                 .with_epsilon(config.layer_norm_eps)
                 .init(device),
             text_projection: LinearConfig::new(config.width, config.projection)
                 .with_bias(false)
                 .init(device),
-            config: config.clone(),
+            config,
         }
     }
 
@@ -73,108 +93,132 @@ impl ClipTextModel {
         &self.config
     }
 
-    /// Encodes token ids `[P, T]` (`T ≤ max_positions`) and returns hidden states
-    /// `hidden_layer` (0 = embeddings, `layers` = the last layer before the final norm;
-    /// SD3.5 reads `layers - 1`), the final-normed last hidden state, the pooled output and
-    /// its projection.
+    /// The index of the penultimate hidden state (`layers - 1`), which SD3 conditions on.
+    pub fn penultimate_layer(&self) -> usize {
+        self.config.layers - 1
+    }
+
+    /// Encodes token ids `[P, T]` (`T <= max_positions`, each row holding its end-of-text
+    /// token) and returns hidden state `hidden_layer` (`0..=layers`) with the pooled outputs.
+    ///
+    /// Fails with [`Error::InvalidArgument`] for a layer index out of range, an id outside
+    /// the vocabulary or a row without end-of-text token, and [`Error::ShapeMismatch`] for
+    /// an empty or too long sequence.
     pub fn forward(&self, ids: Tensor<2, Int>, hidden_layer: usize) -> Result<ClipTextOutput> {
-        let config = &self.config;
-        if hidden_layer > config.layers {
-            return Err(Error::invalid(
-                "hidden_layer",
-                hidden_layer,
-                format!("at most the layer count {}", config.layers),
-            ));
-        }
-        let [rows, length] = ids.dims();
-        if rows == 0 || length == 0 || length > config.max_positions {
-            return Err(Error::shape(
-                "ids",
-                format!("[P, T] with P > 0 and 0 < T <= {}", config.max_positions),
-                [rows, length],
-            ));
-        }
-        let host = self.checked_ids(&ids)?;
-        let eos = self.eos_positions(&host, length)?;
+        let [prompts, length] = ids.dims();
+        let host_ids = self.checked_ids(&ids, hidden_layer)?;
+        let end_positions = self.end_positions(&host_ids, prompts, length)?;
 
         let device = ids.device();
-        let dtype = self.token_embedding.weight.val().dtype();
-        let positions = self
-            .position_embedding
+        let tokens = self
+            .token_embedding
+            .weight
             .val()
-            .narrow(0, 0, length)
-            .cast(dtype)
-            .unsqueeze::<3>();
-        let mut tokens = self.token_embedding.forward(ids) + positions;
-        let mut hidden = (hidden_layer == 0).then(|| tokens.clone());
+            .select(0, ids.flatten::<1>(0, 1));
+        let tokens = tokens.reshape([prompts, length, self.config.width]);
+        let positions = self.position_embedding.weight.val().narrow(0, 0, length);
+        let mut hidden = (tokens + positions.unsqueeze::<3>()).cast(DType::F32);
+        let mut requested = (hidden_layer == 0).then(|| hidden.clone());
         for (index, layer) in self.layers.iter().enumerate() {
-            tokens = layer.forward(tokens, AttentionMask::Causal);
+            hidden = layer.forward(hidden, AttentionMask::Causal);
             if index + 1 == hidden_layer {
-                hidden = Some(tokens.clone());
+                requested = Some(hidden.clone());
             }
         }
-        let last_hidden = layer_norm(&self.final_norm, config.layer_norm_eps, tokens);
-        let flat_index: Vec<i64> = eos
+        let last_hidden = layer_norm(&self.final_layer_norm, hidden, self.config.layer_norm_eps);
+
+        let rows: Vec<i64> = end_positions
             .iter()
             .enumerate()
-            .map(|(row, &position)| (row * length + position) as i64)
+            .map(|(prompt, &position)| (prompt * length + position) as i64)
             .collect();
+        let rows = Tensor::<1, Int>::from_data(TensorData::new(rows, [prompts]), &device);
         let pooled = last_hidden
             .clone()
-            .reshape([rows * length, config.width])
-            .select(
-                0,
-                Tensor::<1, Int>::from_data(flat_index.as_slice(), &device),
-            );
+            .reshape([prompts * length, self.config.width])
+            .select(0, rows);
         let projected = project(&self.text_projection, pooled.clone());
         Ok(ClipTextOutput {
-            hidden: hidden.expect("hidden_layer is checked to be at most the layer count"),
+            hidden: requested.expect("the layer index was checked to be in range"),
             last_hidden,
             pooled,
             projected,
         })
     }
 
-    /// The ids on the host, each checked to lie in the vocabulary.
-    fn checked_ids(&self, ids: &Tensor<2, Int>) -> Result<Vec<i64>> {
+    /// The ids on the host, after checking the layer index, the shape and the id range.
+    fn checked_ids(&self, ids: &Tensor<2, Int>, hidden_layer: usize) -> Result<Vec<i64>> {
+        if hidden_layer > self.config.layers {
+            return Err(Error::invalid(
+                "hidden_layer",
+                hidden_layer,
+                format!(
+                    "0 (embeddings) to {} (the last layer) for a {}-layer CLIP",
+                    self.config.layers, self.config.layers
+                ),
+            ));
+        }
+        let [prompts, length] = ids.dims();
+        if prompts == 0 || length == 0 || length > self.config.max_positions {
+            return Err(Error::shape(
+                "ids",
+                format!(
+                    "[P, T] with P >= 1 and 1 <= T <= {}",
+                    self.config.max_positions
+                ),
+                [prompts, length],
+            ));
+        }
         let host: Vec<i64> = ids
-            .to_data()
+            .clone()
+            .into_data()
             .convert::<i64>()
             .try_to_vec::<i64>()
             .map_err(|err| Error::TensorRead(format!("{err:?}")))?;
-        let vocab = self.config.vocab_size as i64;
         if let Some((index, id)) = host
             .iter()
             .enumerate()
-            .find(|(_, id)| !(0..vocab).contains(*id))
+            .find(|&(_, &id)| id < 0 || id as usize >= self.config.vocab_size)
         {
             return Err(Error::invalid(
-                format!("ids[{index}]"),
+                format!("ids[{}][{}]", index / length, index % length),
                 id,
-                format!("a token id in 0..{vocab}"),
+                format!("a token id in 0..{}", self.config.vocab_size),
             ));
         }
         Ok(host)
     }
 
-    /// Each row's pooled position under the configured rule.
-    fn eos_positions(&self, host: &[i64], length: usize) -> Result<Vec<usize>> {
-        host.chunks(length)
-            .enumerate()
-            .map(|(row, ids)| match self.config.pooling {
-                EosPooling::HighestId => {
-                    let highest = ids.iter().max().copied().unwrap_or(0);
-                    Ok(ids.iter().position(|&id| id == highest).unwrap_or(0))
-                }
-                EosPooling::FirstOf(eos) => {
-                    ids.iter().position(|&id| id == eos as i64).ok_or_else(|| {
-                        Error::invalid(
-                            format!("ids row {row}"),
-                            format!("{ids:?}"),
-                            format!("a row holding the end-of-text id {eos}"),
+    /// Each prompt's end-of-text position, by the configured pooling rule.
+    fn end_positions(&self, ids: &[i64], prompts: usize, length: usize) -> Result<Vec<usize>> {
+        (0..prompts)
+            .map(|prompt| {
+                let row = &ids[prompt * length..(prompt + 1) * length];
+                let position = match self.config.pooling {
+                    // The first maximum, as torch's argmax picks it.
+                    ClipPooling::HighestId => row
+                        .iter()
+                        .enumerate()
+                        .fold(
+                            None,
+                            |best: Option<(usize, i64)>, (index, &id)| match best {
+                                Some((_, top)) if top >= id => best,
+                                _ => Some((index, id)),
+                            },
                         )
-                    })
-                }
+                        .map(|(index, _)| index),
+                    ClipPooling::FirstId(eos) => row.iter().position(|&id| id as usize == eos),
+                };
+                position.ok_or_else(|| {
+                    Error::invalid(
+                        format!("ids[{prompt}]"),
+                        format!("{row:?}"),
+                        format!(
+                            "a row holding the end-of-text token ({:?})",
+                            self.config.pooling
+                        ),
+                    )
+                })
             })
             .collect()
     }

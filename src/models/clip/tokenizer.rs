@@ -10,7 +10,7 @@ use tokenizers::pre_tokenizers::PreTokenizerWrapper;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::sequence::Sequence as PreSequence;
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
-use tokenizers::{SplitDelimiterBehavior, Tokenizer};
+use tokenizers::{AddedToken, SplitDelimiterBehavior, Tokenizer};
 
 use crate::error::{Error, Result};
 
@@ -122,13 +122,16 @@ impl ClipTokenizer {
         ])));
         tokenizer.with_pre_tokenizer(Some(PreSequence::new(vec![
             PreTokenizerWrapper::Split(words),
-            PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, true, false)),
+            PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, true, true)),
         ])));
         Self::with_specials(tokenizer, pad_token, vocab)
     }
 
-    fn with_specials(tokenizer: Tokenizer, pad_token: &str, path: &Path) -> Result<Self> {
-        let id = |token: &str| {
+    /// Registers BOS, EOS and the pad token as special tokens, matched in the raw text before
+    /// normalisation, as transformers' `CLIPTokenizer` does: with CLIP-G's pad token `!`,
+    /// `"wow!!"` is `wow` then two `!` tokens, not the word `!!`.
+    fn with_specials(mut tokenizer: Tokenizer, pad_token: &str, path: &Path) -> Result<Self> {
+        let id = |tokenizer: &Tokenizer, token: &str| {
             tokenizer
                 .token_to_id(token)
                 .ok_or_else(|| Error::Checkpoint {
@@ -136,10 +139,20 @@ impl ClipTokenizer {
                     message: format!("the vocabulary has no `{token}` token"),
                 })
         };
+        let (bos, eos, pad) = (
+            id(&tokenizer, BOS_TOKEN)?,
+            id(&tokenizer, EOS_TOKEN)?,
+            id(&tokenizer, pad_token)?,
+        );
+        tokenizer.add_special_tokens(&[
+            AddedToken::from(pad_token, true),
+            AddedToken::from(BOS_TOKEN, true),
+            AddedToken::from(EOS_TOKEN, true),
+        ]);
         Ok(Self {
-            bos: id(BOS_TOKEN)?,
-            eos: id(EOS_TOKEN)?,
-            pad: id(pad_token)?,
+            bos,
+            eos,
+            pad,
             tokenizer,
         })
     }

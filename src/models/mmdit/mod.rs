@@ -39,7 +39,7 @@ mod embed;
 pub(crate) mod layers;
 mod lora;
 mod memory;
-mod mixed_dtypes;
+pub(crate) mod mixed_dtypes;
 mod model;
 mod prompts;
 mod safetensors_io;
