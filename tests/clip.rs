@@ -373,3 +373,48 @@ fn a_missing_tokenizer_file_is_an_io_error_naming_it() {
         ClipTokenizer::from_tokenizer_json(folder.join("tokenizer.json"), "<pad>").unwrap_err();
     assert!(err.to_string().contains("`<pad>`"), "{err}");
 }
+
+/// The real CLIP vocabulary (49408 tokens): run with `FLOW_RL_CLIP_VOCAB` naming the folder
+/// that `scripts/clip_vocab.py WHEEL --out DIR` writes. Our ids must equal transformers' for
+/// every prompt of tests/fixtures/clip/vocab_ids.json, and open_clip's for every prompt but
+/// those the fixture lists as open_clip and transformers disagreeing (open_clip runs ftfy and
+/// HTML unescaping first, and does not treat special tokens in the text as special).
+#[test]
+#[ignore = "needs the CLIP vocabulary: FLOW_RL_CLIP_VOCAB=DIR from scripts/clip_vocab.py"]
+fn real_vocabulary_ids_equal_transformers_and_open_clip() {
+    let folder = PathBuf::from(std::env::var("FLOW_RL_CLIP_VOCAB").expect("FLOW_RL_CLIP_VOCAB"));
+    let tokenizer = ClipTokenizer::from_vocab_merges(
+        folder.join("vocab.json"),
+        folder.join("merges.txt"),
+        EOS_TOKEN,
+    )
+    .unwrap();
+    let text = std::fs::read_to_string(fixture("vocab_ids.json")).unwrap();
+    let golden: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let ids = |key: &str| -> Vec<Vec<u32>> { serde_json::from_value(golden[key].clone()).unwrap() };
+    let prompts: Vec<String> = serde_json::from_value(golden["prompts"].clone()).unwrap();
+    let disagree: Vec<usize> = serde_json::from_value(golden["disagree"].clone()).unwrap();
+    let (transformers, open_clip) = (ids("transformers"), ids("open_clip"));
+    assert!(prompts.len() >= 200);
+    let prompts: Vec<&str> = prompts.iter().map(String::as_str).collect();
+    let rows = tokenizer.encode_batch(&prompts).unwrap().rows;
+    let mut differs_from_open_clip = Vec::new();
+    for (index, row) in rows.iter().enumerate() {
+        let expected = &transformers[index];
+        assert_eq!(
+            &row[..expected.len()],
+            &expected[..],
+            "{:?}",
+            prompts[index]
+        );
+        assert!(
+            row[expected.len()..]
+                .iter()
+                .all(|&id| id == tokenizer.pad_id())
+        );
+        if row[..open_clip[index].len()] != open_clip[index][..] {
+            differs_from_open_clip.push(index);
+        }
+    }
+    assert_eq!(differs_from_open_clip, disagree);
+}
