@@ -35,7 +35,8 @@ fi
     safetensors==0.8.0 \
     numpy==2.4.6 \
     transformers==5.25.0 \
-    accelerate==1.16.0
+    accelerate==1.16.0 \
+    open_clip_torch==3.3.0
 "$venv_abs/bin/python" -c '
 import diffusers, numpy, peft, safetensors, torch
 for module in (torch, diffusers, peft, safetensors, numpy):

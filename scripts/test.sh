@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test suite, as CI runs it, on a machine with or without a GPU:
-#   1. every test on flex, the default CPU backend (`cargo test`);
+#   1. every test on flex, the default CPU backend (`cargo test`), then the CLIP tokenizer on
+#      CLIP's real vocabulary (downloaded from PyPI inside the open_clip_torch wheel);
 #   2. the backend-conformance suite on wgpu, compared with flex
 #      (`cargo test --profile conformance --features wgpu --test backends`; that profile,
 #      in Cargo.toml, builds dependencies at opt-level 1 without debug info: 15 min from
@@ -58,4 +59,19 @@ if [ -z "${XDG_RUNTIME_DIR:-}" ]; then
 fi
 
 cargo test
+
+# The CLIP tokenizer on CLIP's real 49408-token vocabulary, against transformers' ids of 214
+# prompts (tests/fixtures/clip/vocab_ids.json). The vocabulary ships only inside the
+# open_clip_torch wheel, so it is downloaded from PyPI (no dependencies, about 1.5 MB) and
+# converted by scripts/clip_vocab.py, which needs nothing beyond Python's standard library.
+if ! command -v python3 >/dev/null 2>&1; then
+    echo "python3 is missing: it builds CLIP's real vocabulary for tests/clip.rs; install it" >&2
+    exit 1
+fi
+clip_vocab="$(mktemp -d)"
+python3 -m pip download --quiet --no-deps --dest "$clip_vocab/wheel" open_clip_torch==3.3.0
+python3 scripts/clip_vocab.py "$clip_vocab"/wheel/open_clip_torch-3.3.0-py3-none-any.whl \
+    --out "$clip_vocab/vocab"
+FLOW_RL_CLIP_VOCAB="$clip_vocab/vocab" cargo test --test clip -- --ignored
+
 cargo test --profile conformance --features wgpu --test backends
