@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Creates the Python environment of the PyTorch peer benchmark (scripts/mmdit_peer_bench.py)
-# and of the MMDiT fixture generator (scripts/mmdit_fixture.py), from PyPI, with pinned
-# versions.
+# and of the fixture generators (scripts/mmdit_fixture.py, clip_fixture.py, clip_vocab.py --ids,
+# t5_fixture.py), from PyPI, with pinned versions.
 #
 #   scripts/peer_venv.sh                 # creates /work/peer-venv
 #   scripts/peer_venv.sh /path/to/venv   # anywhere else, but never inside the repository
@@ -36,7 +36,10 @@ fi
     numpy==2.4.6 \
     transformers==5.25.0 \
     accelerate==1.16.0 \
-    open_clip_torch==3.3.0
+    ftfy==6.3.1
+# open_clip only for its tokenizer (scripts/clip_vocab.py --ids loads open_clip/tokenizer.py
+# alone): without its dependencies, which would pull a torchvision to match torch.
+"$venv_abs/bin/python" -m pip install --no-deps open_clip_torch==3.3.0
 "$venv_abs/bin/python" -c '
 import diffusers, numpy, peft, safetensors, torch
 for module in (torch, diffusers, peft, safetensors, numpy):
