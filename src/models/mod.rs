@@ -4,6 +4,7 @@ pub mod clip;
 pub mod mlp;
 pub mod mmdit;
 mod pretrain;
+pub mod prompt_encoder;
 pub mod ring;
 mod safetensors_files;
 pub mod t5;

@@ -1,0 +1,295 @@
+//! SD3's text condition from its three text encoders, as diffusers' `encode_prompt` builds it.
+
+use std::path::Path;
+
+use burn::prelude::*;
+use burn::tensor::{DType, FloatDType};
+
+use super::clip::{ClipTextModel, ClipTextWeights, ClipTokenizer};
+use super::mmdit::PromptEmbeddings;
+use super::t5::{T5_MAX_POSITIONS, T5Encoder, T5Tokenizer, T5Weights};
+use crate::error::{Error, Result};
+use crate::io::check_regular_file;
+
+/// T5 tokens per prompt when a run does not choose (diffusers' SD3 default; flow_grpo uses
+/// 128).
+pub const DEFAULT_MAX_SEQUENCE_LENGTH: usize = 256;
+
+/// Prompts encoded in one pass when a run does not choose.
+pub const DEFAULT_ENCODE_BATCH_SIZE: usize = 8;
+
+/// One text encoder of SD3 with its tokenizer.
+#[derive(Debug)]
+pub struct ClipEncoder {
+    /// The text transformer.
+    pub model: ClipTextModel,
+    /// Its tokenizer, padding with the model's own pad token.
+    pub tokenizer: ClipTokenizer,
+}
+
+/// SD3's T5 encoder with its tokenizer.
+#[derive(Debug)]
+pub struct T5TextEncoder {
+    /// The encoder.
+    pub model: T5Encoder,
+    /// Its tokenizer.
+    pub tokenizer: T5Tokenizer,
+}
+
+/// SD3's three text encoders, producing the MMDiT's condition as diffusers'
+/// `StableDiffusion3Pipeline.encode_prompt` does with classifier-free guidance off:
+///
+/// - context `[P, 77 + max_sequence_length, t5_width]`: CLIP-L's and CLIP-G's penultimate
+///   hidden states (`hidden_states[-2]`, before the final LayerNorm) concatenated along
+///   features (768 + 1280 for SD3), zero-padded to T5's width (4096), then followed along
+///   the sequence by T5's last hidden state (computed without an attention mask, as the
+///   pipeline calls it);
+/// - pooled `[P, clip_l_projection + clip_g_projection]` (2048): both projected pooled
+///   outputs, concatenated.
+///
+/// ```no_run
+/// use burn::prelude::*;
+/// use burn::tensor::FloatDType;
+/// use flow_rl::models::prompt_encoder::PromptEncoder;
+///
+/// let device = Device::default();
+/// let encoder = PromptEncoder::from_diffusers_folder(
+///     "stable-diffusion-3.5-medium",
+///     Some(FloatDType::BF16),
+///     256,
+///     &device,
+/// )?;
+/// let embeddings = encoder.encode(&["a photo of a cat", "two dogs"])?;
+/// assert_eq!(embeddings.context.dims(), [2, 77 + 256, 4096]);
+/// assert_eq!(embeddings.pooled.dims(), [2, 2048]);
+/// embeddings.save("prompts.safetensors")?;
+/// # Ok::<(), flow_rl::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct PromptEncoder {
+    clip_l: ClipEncoder,
+    clip_g: ClipEncoder,
+    t5: T5TextEncoder,
+    max_sequence_length: usize,
+    batch_size: usize,
+    device: Device,
+}
+
+impl PromptEncoder {
+    /// Combines loaded encoders. Fails if `max_sequence_length` is 0 or above
+    /// [`T5_MAX_POSITIONS`].
+    pub fn new(
+        clip_l: ClipEncoder,
+        clip_g: ClipEncoder,
+        t5: T5TextEncoder,
+        max_sequence_length: usize,
+        device: &Device,
+    ) -> Result<Self> {
+        if max_sequence_length == 0 || max_sequence_length > T5_MAX_POSITIONS {
+            return Err(Error::invalid(
+                "max_sequence_length",
+                max_sequence_length,
+                format!("1 to {T5_MAX_POSITIONS} T5 tokens (T5's position limit)"),
+            ));
+        }
+        Ok(Self {
+            clip_l,
+            clip_g,
+            t5,
+            max_sequence_length,
+            batch_size: DEFAULT_ENCODE_BATCH_SIZE,
+            device: device.clone(),
+        })
+    }
+
+    /// Loads the three encoders and tokenizers of a diffusers SD3/SD3.5 folder
+    /// (`text_encoder/` with `tokenizer/`, `text_encoder_2/` with `tokenizer_2/`,
+    /// `text_encoder_3/` with `tokenizer_3/tokenizer.json`), keeping the stored dtypes
+    /// (`dtype` `None`) or casting every encoder to `dtype`. T5 refuses f16 (see
+    /// [`T5Weights::load`]): pass `Some(FloatDType::BF16)` for f16 downloads.
+    pub fn from_diffusers_folder(
+        folder: impl AsRef<Path>,
+        dtype: Option<FloatDType>,
+        max_sequence_length: usize,
+        device: &Device,
+    ) -> Result<Self> {
+        let folder = folder.as_ref();
+        let clip = |encoder: &str, tokenizer: &str| -> Result<ClipEncoder> {
+            let weights = ClipTextWeights::open(folder.join(encoder))?;
+            let model = weights.load_into(weights.infer_config()?.init(device)?, dtype)?;
+            let tokenizer = ClipTokenizer::from_folder(folder.join(tokenizer))?;
+            Ok(ClipEncoder { model, tokenizer })
+        };
+        let clip_l = clip("text_encoder", "tokenizer")?;
+        let clip_g = clip("text_encoder_2", "tokenizer_2")?;
+        let weights = T5Weights::open(folder.join("text_encoder_3"))?;
+        let t5 = T5TextEncoder {
+            model: weights.load(&weights.infer_config()?, device, dtype)?,
+            tokenizer: T5Tokenizer::from_file(folder.join("tokenizer_3").join("tokenizer.json"))?,
+        };
+        Self::new(clip_l, clip_g, t5, max_sequence_length, device)
+    }
+
+    /// Encodes at most `batch_size` prompts per pass (default
+    /// [`DEFAULT_ENCODE_BATCH_SIZE`]); the result does not depend on it. Fails on 0.
+    pub fn with_batch_size(mut self, batch_size: usize) -> Result<Self> {
+        if batch_size == 0 {
+            return Err(Error::invalid(
+                "batch_size",
+                batch_size,
+                "at least one prompt per pass",
+            ));
+        }
+        self.batch_size = batch_size;
+        Ok(self)
+    }
+
+    /// T5 tokens per prompt: the context has `77 + max_sequence_length` tokens.
+    pub fn max_sequence_length(&self) -> usize {
+        self.max_sequence_length
+    }
+
+    /// Encodes `prompts` in passes of `batch_size`: context `[P, 77 + max_sequence_length,
+    /// t5_width]` and pooled `[P, clip_l_projection + clip_g_projection]`, in f32.
+    ///
+    /// Fails on an empty list, and when the two CLIP widths together exceed T5's (the
+    /// pipeline would crop them; no SD3 checkpoint does that).
+    pub fn encode(&self, prompts: &[&str]) -> Result<PromptEmbeddings> {
+        if prompts.is_empty() {
+            return Err(Error::invalid("prompts", "[]", "at least one prompt"));
+        }
+        let (contexts, pooled): (Vec<_>, Vec<_>) = prompts
+            .chunks(self.batch_size)
+            .map(|chunk| self.encode_chunk(chunk))
+            .collect::<Result<Vec<_>>>()?
+            .into_iter()
+            .unzip();
+        PromptEmbeddings::new(
+            prompts.iter().map(|prompt| prompt.to_string()).collect(),
+            Tensor::cat(contexts, 0),
+            Tensor::cat(pooled, 0),
+        )
+    }
+
+    fn encode_chunk(&self, prompts: &[&str]) -> Result<(Tensor<3>, Tensor<2>)> {
+        let (hidden_l, pooled_l) = self.clip_condition(&self.clip_l, prompts)?;
+        let (hidden_g, pooled_g) = self.clip_condition(&self.clip_g, prompts)?;
+        let t5_ids = self
+            .t5
+            .tokenizer
+            .encode(prompts, self.max_sequence_length, &self.device)?;
+        let t5_hidden = self.t5.model.forward(t5_ids, None)?.cast(DType::F32);
+
+        let clip_hidden = Tensor::cat(vec![hidden_l, hidden_g], 2);
+        let [rows, clip_tokens, clip_width] = clip_hidden.dims();
+        let t5_width = t5_hidden.dims()[2];
+        if clip_width > t5_width {
+            return Err(Error::shape(
+                "CLIP-L and CLIP-G hidden widths together",
+                format!("at most T5's width {t5_width}"),
+                [clip_width],
+            ));
+        }
+        let padding = Tensor::zeros([rows, clip_tokens, t5_width - clip_width], &self.device);
+        let clip_hidden = Tensor::cat(vec![clip_hidden, padding], 2);
+        let context = Tensor::cat(vec![clip_hidden, t5_hidden], 1);
+        let pooled = Tensor::cat(vec![pooled_l, pooled_g], 1);
+        Ok((context, pooled))
+    }
+
+    /// The penultimate hidden state `[P, 77, width]` and the projected pooled output
+    /// `[P, projection]` of one CLIP, as `_get_clip_prompt_embeds` takes them.
+    fn clip_condition(
+        &self,
+        encoder: &ClipEncoder,
+        prompts: &[&str],
+    ) -> Result<(Tensor<3>, Tensor<2>)> {
+        let ids = encoder
+            .tokenizer
+            .encode_batch(prompts)?
+            .to_tensor(&self.device);
+        let output = encoder
+            .model
+            .forward(ids, encoder.model.penultimate_layer())?;
+        Ok((output.hidden, output.projected))
+    }
+}
+
+/// Reads a prompt list: a JSON array of strings (a file ending in `.json`), or one prompt per
+/// line otherwise (line ends `\n` or `\r\n`; blank lines are skipped, with a `log` warning
+/// counting them, since an empty prompt in a line file is more likely a stray newline than
+/// intended; put `""` in a JSON list to encode the empty prompt).
+///
+/// Fails with [`Error::Io`] on a missing file, and with [`Error::InvalidArgument`] naming the
+/// file on text that is not UTF-8, JSON that is not an array of strings, or no prompts.
+pub fn read_prompt_list(path: impl AsRef<Path>) -> Result<Vec<String>> {
+    let path = path.as_ref();
+    check_regular_file(path)?;
+    let invalid = |expected: String| Error::invalid("prompt list", path.display(), expected);
+    let bytes = std::fs::read(path).map_err(|err| Error::io(path, err))?;
+    let text = String::from_utf8(bytes).map_err(|err| {
+        invalid(format!(
+            "UTF-8 text (invalid byte at offset {})",
+            err.utf8_error().valid_up_to()
+        ))
+    })?;
+    let prompts = if path.extension().is_some_and(|ext| ext == "json") {
+        serde_json::from_str::<Vec<String>>(&text)
+            .map_err(|err| invalid(format!("a JSON array of strings ({err})")))?
+    } else {
+        let lines: Vec<&str> = text.lines().collect();
+        let prompts: Vec<String> = lines
+            .iter()
+            .filter(|line| !line.trim().is_empty())
+            .map(|line| line.to_string())
+            .collect();
+        let blank = lines.len() - prompts.len();
+        if blank > 0 {
+            log::warn!("{}: skipped {blank} blank lines", path.display());
+        }
+        prompts
+    };
+    if prompts.is_empty() {
+        return Err(invalid("at least one prompt".to_owned()));
+    }
+    Ok(prompts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(name: &str, contents: &[u8]) -> Result<Vec<String>> {
+        let folder = tempfile::tempdir().unwrap();
+        let path = folder.path().join(name);
+        std::fs::write(&path, contents).unwrap();
+        read_prompt_list(&path)
+    }
+
+    #[test]
+    fn prompt_lists_are_read_from_lines_and_from_json() {
+        let lines = read("prompts.txt", b"a cat\r\n\n  \ntwo dogs\n").unwrap();
+        assert_eq!(lines, ["a cat", "two dogs"]);
+        let json = read("prompts.json", "[\"\", \"caf\u{e9}\"]".as_bytes()).unwrap();
+        assert_eq!(json, ["", "café"]);
+    }
+
+    #[test]
+    fn bad_prompt_lists_get_named_errors() {
+        for (name, contents, expected) in [
+            ("empty.txt", &b"\n\n"[..], "at least one prompt"),
+            ("empty.json", b"[]", "at least one prompt"),
+            ("latin1.txt", b"caf\xe9\n", "UTF-8"),
+            ("object.json", b"{\"a\": 1}", "JSON array of strings"),
+        ] {
+            let error = read(name, contents).unwrap_err();
+            assert!(
+                matches!(&error, Error::InvalidArgument { name, .. } if name == "prompt list"),
+                "{error}"
+            );
+            assert!(error.to_string().contains(expected), "{name}: {error}");
+        }
+        let missing = read_prompt_list("/nonexistent/prompts.txt").unwrap_err();
+        assert!(matches!(missing, Error::Io { .. }), "{missing}");
+    }
+}
