@@ -6,8 +6,7 @@ use burn::prelude::*;
 use burn::tensor::DType;
 
 use super::attention::{AttentionMask, ClipAttention};
-use super::config::ClipActivation;
-use super::mlp::ClipMlp;
+use super::mlp::{ClipActivation, ClipMlp};
 
 /// `x + attn(ln1(x))`, then `x + mlp(ln2(x))`.
 #[derive(Module, Debug)]

@@ -2,17 +2,8 @@
 
 use burn::prelude::*;
 
-use super::text::ClipTextModel;
+use super::mlp::ClipActivation;
 use crate::error::{Error, Result};
-
-/// The MLP's activation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum ClipActivation {
-    /// `x·σ(1.702·x)`: OpenAI's CLIP (CLIP-L/14); transformers' `quick_gelu`.
-    QuickGelu,
-    /// The exact (erf) GELU: OpenCLIP bigG/14; transformers' `gelu`.
-    Gelu,
-}
 
 /// How the pooled output picks each prompt's end-of-text position.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -119,12 +110,5 @@ impl ClipTextConfig {
             ));
         }
         Ok(())
-    }
-
-    /// A model with this architecture and freshly initialised f32 weights (load real ones
-    /// with [`ClipTextWeights::load_into`](super::ClipTextWeights::load_into)).
-    pub fn init(&self, device: &Device) -> Result<ClipTextModel> {
-        self.validate()?;
-        Ok(ClipTextModel::new(self.clone(), device))
     }
 }

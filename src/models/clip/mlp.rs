@@ -5,8 +5,16 @@ use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::activation::{gelu, sigmoid};
 
-use super::config::ClipActivation;
 use crate::models::mmdit::layers::project;
+
+/// The MLP's activation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum ClipActivation {
+    /// `x·σ(1.702·x)`: OpenAI's CLIP (CLIP-L/14); transformers' `quick_gelu`.
+    QuickGelu,
+    /// The exact (erf) GELU: OpenCLIP bigG/14; transformers' `gelu`.
+    Gelu,
+}
 
 /// Linear → activation → Linear, computed in the weights' dtype.
 #[derive(Module, Debug)]

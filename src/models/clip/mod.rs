@@ -22,8 +22,8 @@ mod weights;
 
 pub use attention::{AttentionMask, ClipAttention};
 pub use block::ClipEncoderLayer;
-pub use config::{ClipActivation, ClipPooling, ClipTextConfig};
-pub use mlp::ClipMlp;
+pub use config::{ClipPooling, ClipTextConfig};
+pub use mlp::{ClipActivation, ClipMlp};
 pub use text::{ClipTextModel, ClipTextOutput};
 pub use tokenizer::{
     BOS_TOKEN, CLIP_G_PAD_TOKEN, CONTEXT_LENGTH, ClipTokenIds, ClipTokenizer, EOS_TOKEN,

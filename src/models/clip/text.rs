@@ -223,3 +223,12 @@ impl ClipTextModel {
             .collect()
     }
 }
+
+impl ClipTextConfig {
+    /// A model with this architecture and freshly initialised f32 weights (load real ones
+    /// with [`ClipTextWeights::load_into`](super::ClipTextWeights::load_into)).
+    pub fn init(&self, device: &Device) -> Result<ClipTextModel> {
+        self.validate()?;
+        Ok(ClipTextModel::new(self.clone(), device))
+    }
+}

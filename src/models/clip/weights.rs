@@ -10,7 +10,8 @@ use burn::store::{
 };
 use burn::tensor::FloatDType;
 
-use super::config::{ClipActivation, ClipPooling, ClipTextConfig};
+use super::config::{ClipPooling, ClipTextConfig};
+use super::mlp::ClipActivation;
 use super::text::ClipTextModel;
 use crate::error::{Error, Result, WeightProblem};
 use crate::models::mmdit::mixed_dtypes::{prevailing_dtype, warn_cast};

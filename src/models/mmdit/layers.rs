@@ -7,9 +7,6 @@ use burn::tensor::activation::silu;
 
 use super::surrogate;
 
-/// The epsilon of every LayerNorm and RMSNorm in the SD3 family.
-pub(crate) const NORM_EPS: f64 = 1e-6;
-
 /// `x·W + b` for input `[.., in]` and a Linear `in → out`, computed in the weight's dtype
 /// and returned in the input's dtype.
 ///

@@ -22,7 +22,8 @@ use burn::tensor::DType;
 use burn::tensor::activation::{gelu_approximate, softmax};
 use burn::tensor::ops::AttentionModuleOptions;
 
-use super::layers::NORM_EPS;
+/// The epsilon of every LayerNorm and RMSNorm in the SD3 family.
+const NORM_EPS: f64 = 1e-6;
 
 /// `√(2/π)`, the scale inside the tanh approximation of GELU.
 const SQRT_2_OVER_PI: f64 = core::f64::consts::FRAC_2_SQRT_PI * core::f64::consts::FRAC_1_SQRT_2;
