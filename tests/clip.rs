@@ -4,11 +4,14 @@
 //! bigG-like (exact GELU, padded with `!`, first-`<|endoftext|>` pooling), each in a diffusers
 //! folder and a Stability AI single file.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
 use burn::tensor::{DType, FloatDType};
+use common::relative_error;
 use flow_rl::Error;
 use flow_rl::models::clip::{
     CLIP_G_PAD_TOKEN, ClipActivation, ClipPooling, ClipTextConfig, ClipTextModel, ClipTextWeights,
@@ -77,17 +80,6 @@ impl Expected {
 
 fn host<const D: usize>(tensor: Tensor<D>) -> Vec<f32> {
     tensor.into_data().convert::<f32>().try_to_vec().unwrap()
-}
-
-/// `max|actual − expected| / max|expected|`.
-fn relative_error(actual: &[f32], expected: &[f32]) -> f32 {
-    assert_eq!(actual.len(), expected.len());
-    let scale = expected.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let error = actual
-        .iter()
-        .zip(expected)
-        .fold(0f32, |m, (a, e)| m.max((a - e).abs()));
-    error / scale
 }
 
 /// The architecture scripts/clip_fixture.py gives each model.

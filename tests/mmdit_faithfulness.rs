@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use burn::prelude::*;
 use burn::tensor::{DType, FloatDType};
 use common::mmdit_fixture::{Cases, fixture};
+use common::relative_error;
 use flow_rl::models::mmdit::{Mmdit, MmditCheckpoint, MmditConfig, PromptEmbeddings, WeightLayout};
 use flow_rl::policy::checked_velocity;
 
@@ -26,17 +27,6 @@ const BF16_TOLERANCE: f32 = 2e-2;
 
 fn host(tensor: Tensor<4>) -> Vec<f32> {
     tensor.into_data().convert::<f32>().try_to_vec().unwrap()
-}
-
-/// `max|actual − expected| / max|expected|`.
-fn relative_error(actual: &[f32], expected: &[f32]) -> f32 {
-    assert_eq!(actual.len(), expected.len());
-    let scale = expected.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let error = actual
-        .iter()
-        .zip(expected)
-        .fold(0f32, |m, (a, e)| m.max((a - e).abs()));
-    error / scale
 }
 
 fn expected_config(name: &str) -> MmditConfig {

@@ -3,10 +3,13 @@
 //! out as a diffusers SD3 folder; the expected output comes from
 //! scripts/prompt_encoder_fixture.py.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
 use burn::tensor::FloatDType;
+use common::relative_error;
 use flow_rl::Error;
 use flow_rl::models::mmdit::PromptEmbeddings;
 use flow_rl::models::prompt_encoder::PromptEncoder;
@@ -100,16 +103,10 @@ fn host<const D: usize>(tensor: Tensor<D>) -> (Vec<f32>, Vec<usize>) {
     )
 }
 
-/// `max|actual − expected| / max|expected|`, after checking the shapes agree.
-fn relative_error(actual: &(Vec<f32>, Vec<usize>), expected: &(Vec<f32>, Vec<usize>)) -> f32 {
+/// [`relative_error`] of two host tensors, after checking their shapes agree.
+fn relative_error_of(actual: &(Vec<f32>, Vec<usize>), expected: &(Vec<f32>, Vec<usize>)) -> f32 {
     assert_eq!(actual.1, expected.1, "shapes");
-    let scale = expected.0.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let error = actual
-        .0
-        .iter()
-        .zip(&expected.0)
-        .fold(0f32, |m, (a, e)| m.max((a - e).abs()));
-    error / scale
+    relative_error(&actual.0, &expected.0)
 }
 
 fn encoder(folder: &Path, dtype: Option<FloatDType>, batch_size: usize) -> PromptEncoder {
@@ -135,8 +132,8 @@ fn matches_diffusers_encode_prompt_in_f32_whatever_the_batch_size() {
             .encode(&expected.prompts())
             .unwrap();
         assert_eq!(embeddings.prompts, expected.prompts);
-        let context = relative_error(&host(embeddings.context), &expected.context);
-        let pooled = relative_error(&host(embeddings.pooled), &expected.pooled);
+        let context = relative_error_of(&host(embeddings.context), &expected.context);
+        let pooled = relative_error_of(&host(embeddings.pooled), &expected.pooled);
         eprintln!("f32, batch {batch_size}: context {context:e}, pooled {pooled:e}");
         assert!(
             context < F32_TOLERANCE,
@@ -156,8 +153,8 @@ fn matches_diffusers_encode_prompt_in_bf16() {
     let embeddings = encoder(folder.path(), Some(FloatDType::BF16), 8)
         .encode(&expected.prompts())
         .unwrap();
-    let context = relative_error(&host(embeddings.context), &expected.context);
-    let pooled = relative_error(&host(embeddings.pooled), &expected.pooled);
+    let context = relative_error_of(&host(embeddings.context), &expected.context);
+    let pooled = relative_error_of(&host(embeddings.pooled), &expected.pooled);
     eprintln!("bf16: context {context:e}, pooled {pooled:e}");
     assert!(context < BF16_TOLERANCE, "context {context:e}");
     assert!(pooled < BF16_TOLERANCE, "pooled {pooled:e}");

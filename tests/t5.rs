@@ -3,11 +3,14 @@
 //! diffusers' sharded layout and as one Stability-style file; a Unigram tokenizer with T5's
 //! pipeline; `T5TokenizerFast` ids and the encoder's last hidden states for 8 prompts).
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
 use burn::tensor::FloatDType;
+use common::relative_error;
 use flow_rl::Error;
 use flow_rl::models::t5::{T5_MAX_POSITIONS, T5Config, T5Encoder, T5Tokenizer, T5Weights};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
@@ -89,17 +92,6 @@ impl Expected {
         let shape = [ids.len(), ids[0].len()];
         Tensor::from_data(TensorData::new(ids.concat(), shape), device)
     }
-}
-
-/// `max|actual − expected| / max|expected|`.
-fn relative_error(actual: &[f32], expected: &[f32]) -> f32 {
-    assert_eq!(actual.len(), expected.len());
-    let scale = expected.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let error = actual
-        .iter()
-        .zip(expected)
-        .fold(0f32, |m, (a, e)| m.max((a - e).abs()));
-    error / scale
 }
 
 fn host(tensor: Tensor<3>) -> Vec<f32> {

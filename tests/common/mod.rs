@@ -321,3 +321,15 @@ pub fn module_values<M: burn::module::Module>(module: &M) -> Vec<f32> {
     module.visit(&mut collect);
     collect.0
 }
+
+/// `max|actual − expected| / max|expected|`: the error of a whole output relative to its
+/// largest value, as the faithfulness tests measure it.
+pub fn relative_error(actual: &[f32], expected: &[f32]) -> f32 {
+    assert_eq!(actual.len(), expected.len());
+    let scale = expected.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let error = actual
+        .iter()
+        .zip(expected)
+        .fold(0f32, |m, (a, e)| m.max((a - e).abs()));
+    error / scale
+}
