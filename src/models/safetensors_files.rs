@@ -4,9 +4,12 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use burn::store::ModuleStore;
-use burn::store::SafetensorsStore;
 use burn::store::burn_pack::Tensor as PackTensor;
+use burn::store::{
+    FloatCastAdapter, ModuleAdapter, ModuleSnapshot, ModuleStore, PyTorchToBurnAdapter,
+    SafetensorsStore,
+};
+use burn::tensor::FloatDType;
 
 use crate::error::{Error, Result};
 use crate::io::check_regular_file;
@@ -113,4 +116,31 @@ pub(crate) fn read_shards(folder: &Path, index: &Path) -> Result<BTreeMap<String
         }
     }
     Ok(tensors)
+}
+
+/// Applies `tensors` (PyTorch layout, each named by the module parameter it fills) to
+/// `model`, cast to `dtype` where one is given. Callers check keys and shapes first, so
+/// anything burn still does not apply is reported as an unreadable file at `path`.
+pub(crate) fn apply_pytorch_tensors<M: ModuleSnapshot>(
+    mut model: M,
+    tensors: Vec<PackTensor>,
+    dtype: Option<FloatDType>,
+    path: &Path,
+) -> Result<M> {
+    let adapter: Box<dyn ModuleAdapter> = match dtype {
+        Some(dtype) => Box::new(PyTorchToBurnAdapter.chain(FloatCastAdapter::to(dtype.into()))),
+        None => Box::new(PyTorchToBurnAdapter),
+    };
+    let result = model.apply(tensors, None, Some(adapter), false);
+    if !result.errors.is_empty() || !result.missing.is_empty() || !result.unused.is_empty() {
+        return Err(Error::Checkpoint {
+            path: path.display().to_string(),
+            message: format!(
+                "loading failed after the shape checks passed: errors {:?}, missing {:?}, \
+                 unused {:?}",
+                result.errors, result.missing, result.unused
+            ),
+        });
+    }
+    Ok(model)
 }

@@ -5,9 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use burn::store::burn_pack::Tensor as PackTensor;
-use burn::store::{
-    BurnToPyTorchAdapter, FloatCastAdapter, ModuleAdapter, ModuleSnapshot, PyTorchToBurnAdapter,
-};
+use burn::store::{BurnToPyTorchAdapter, ModuleSnapshot};
 use burn::tensor::FloatDType;
 
 use super::config::{ClipPooling, ClipTextConfig};
@@ -15,7 +13,7 @@ use super::mlp::ClipActivation;
 use super::text::ClipTextModel;
 use crate::error::{Error, Result, WeightProblem};
 use crate::models::mmdit::mixed_dtypes::{prevailing_dtype, warn_cast};
-use crate::models::safetensors_files::{read_file, read_shards};
+use crate::models::safetensors_files::{apply_pytorch_tensors, read_file, read_shards};
 
 /// The key every CLIP text encoder holds, after the file's prefix.
 const TOKEN_EMBEDDING: &str = "text_model.embeddings.token_embedding.weight";
@@ -215,7 +213,7 @@ impl ClipTextWeights {
     /// key before anything is loaded.
     pub fn load_into(
         &self,
-        mut model: ClipTextModel,
+        model: ClipTextModel,
         dtype: Option<FloatDType>,
     ) -> Result<ClipTextModel> {
         let expected: BTreeMap<String, Vec<usize>> = model
@@ -259,19 +257,7 @@ impl ClipTextWeights {
                 tensor
             })
             .collect();
-        let adapter: Box<dyn ModuleAdapter> = match dtype {
-            Some(dtype) => Box::new(PyTorchToBurnAdapter.chain(FloatCastAdapter::to(dtype.into()))),
-            None => Box::new(PyTorchToBurnAdapter),
-        };
-        let result = model.apply(tensors, None, Some(adapter), false);
-        if !result.errors.is_empty() || !result.missing.is_empty() || !result.unused.is_empty() {
-            return Err(self.unreadable(format!(
-                "loading failed after the shape checks passed: errors {:?}, missing {:?}, \
-                 unused {:?}",
-                result.errors, result.missing, result.unused
-            )));
-        }
-        Ok(model)
+        apply_pytorch_tensors(model, tensors, dtype, &self.path)
     }
 
     fn prevailing_dtype_if_mixed(&self) -> Option<FloatDType> {

@@ -6,10 +6,7 @@ use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
 use burn::store::burn_pack::Tensor as PackTensor;
-use burn::store::{
-    BurnToPyTorchAdapter, FloatCastAdapter, ModuleAdapter, ModuleSnapshot, PyTorchToBurnAdapter,
-    bridge,
-};
+use burn::store::{BurnToPyTorchAdapter, ModuleSnapshot, bridge};
 use burn::tensor::{FloatDType, TensorData};
 
 use super::files::read_transformer;
@@ -17,6 +14,7 @@ use super::keymap::{Entry, Transform, WeightLayout, entries};
 use crate::error::{Error, Result, WeightProblem};
 use crate::models::mmdit::Mmdit;
 use crate::models::mmdit::mixed_dtypes::{prevailing_dtype, warn_cast};
+use crate::models::safetensors_files::apply_pytorch_tensors;
 
 /// An SD3-family transformer checkpoint, memory-mapped and read lazily.
 ///
@@ -97,7 +95,7 @@ impl MmditCheckpoint {
     /// Fails with [`Error::WeightMismatch`] listing every missing, unexpected or mis-shaped
     /// key (with expected and found shapes) before anything is loaded, so a partial load
     /// never happens. Base weights only: load them before applying LoRA.
-    pub fn load_into(&self, mut model: Mmdit, dtype: Option<FloatDType>) -> Result<Mmdit> {
+    pub fn load_into(&self, model: Mmdit, dtype: Option<FloatDType>) -> Result<Mmdit> {
         let device = model.devices().into_iter().next();
         let table = entries(self.layout, model.config());
         let expected = pytorch_shapes(&model);
@@ -154,19 +152,7 @@ impl MmditCheckpoint {
             .iter()
             .map(|entry| transformed(&self.tensors[&entry.key], entry))
             .collect();
-        let adapter: Box<dyn ModuleAdapter> = match dtype {
-            Some(dtype) => Box::new(PyTorchToBurnAdapter.chain(FloatCastAdapter::to(dtype.into()))),
-            None => Box::new(PyTorchToBurnAdapter),
-        };
-        let result = model.apply(tensors, None, Some(adapter), false);
-        if !result.errors.is_empty() || !result.missing.is_empty() || !result.unused.is_empty() {
-            return Err(self.unreadable(format!(
-                "loading failed after the shape checks passed: errors {:?}, missing {:?}, \
-                 unused {:?}",
-                result.errors, result.missing, result.unused
-            )));
-        }
-        Ok(model)
+        apply_pytorch_tensors(model, tensors, dtype, &self.path)
     }
 
     /// The dtype holding most of the table's elements, where some tensors are stored in
