@@ -20,7 +20,7 @@ use burn::prelude::*;
 use burn::tensor::Distribution;
 use clap::Parser;
 use flow_rl::backend::Backend;
-use flow_rl::models::mmdit::{Mmdit, MmditConfig, MmditLoraConfig};
+use flow_rl::models::mmdit::{Mmdit, MmditCondition, MmditConfig, MmditLoraConfig};
 use flow_rl::policy::FlowPolicy;
 use flow_rl::reward::{HostReward, RewardSet};
 use flow_rl::schedule::SdeStepSelection;
@@ -138,14 +138,9 @@ fn main() -> flow_rl::Result<()> {
 }
 
 /// Random prompt embeddings: context `[P, L, 4096]` and pooled `[P, 2048]`.
-fn prompts(
-    config: &MmditConfig,
-    count: usize,
-    tokens: usize,
-    device: &Device,
-) -> (Tensor<3>, Tensor<2>) {
+fn prompts(config: &MmditConfig, count: usize, tokens: usize, device: &Device) -> MmditCondition {
     let normal = Distribution::Normal(0.0, 1.0);
-    (
+    MmditCondition::new(
         Tensor::random([count, tokens, config.context_dim], normal, device),
         Tensor::random([count, config.pooled_dim], normal, device),
     )
@@ -157,7 +152,7 @@ fn policy_passes_seconds(
     policy: &Mmdit,
     config: &TrainerConfig,
     trained_steps: usize,
-    conditions: &(Tensor<3>, Tensor<2>),
+    conditions: &MmditCondition,
     device: &Device,
 ) -> flow_rl::Result<f64> {
     use flow_rl::policy::ConditionBatch;
@@ -170,9 +165,9 @@ fn policy_passes_seconds(
     );
     let frozen = policy.valid();
     let plain = device.clone().without_autodiff();
-    let frozen_conditions = (
-        sample_conditions.0.clone().to_device(&plain),
-        sample_conditions.1.clone().to_device(&plain),
+    let frozen_conditions = MmditCondition::new(
+        sample_conditions.context.clone().to_device(&plain),
+        sample_conditions.pooled.clone().to_device(&plain),
     );
     let normal = Distribution::Normal(0.0, 1.0);
     let started = Instant::now();

@@ -12,8 +12,8 @@ use burn::prelude::*;
 use burn::tensor::{DType, Distribution, FloatDType, TensorData};
 use common::mmdit_fixture::{Cases, EditableFile, fixture};
 use flow_rl::models::mmdit::{
-    LoraTarget, MAX_LORA_SCALE, Mmdit, MmditCheckpoint, MmditConfig, MmditLoraConfig,
-    PromptEmbeddings, WeightLayout,
+    LoraTarget, MAX_LORA_SCALE, Mmdit, MmditCheckpoint, MmditCondition, MmditConfig,
+    MmditLoraConfig, PromptEmbeddings, WeightLayout,
 };
 use flow_rl::policy::{Guided, checked_velocity};
 use flow_rl::reward::{HostReward, RewardSet};
@@ -123,7 +123,7 @@ fn bad_inputs_get_errors_that_say_what_was_expected() {
     );
 
     // Through the policy interface: flattened latents must unflatten, conditions must fit.
-    let condition = (good.context.clone(), good.pooled.clone());
+    let condition = MmditCondition::new(good.context.clone(), good.pooled.clone());
     let sigma = Tensor::<1>::from_floats([0.5], &device);
     let not_square = Tensor::<2>::zeros([1, 16 * 4 * 6], &device);
     let error = checked_velocity(&model, not_square.clone(), sigma.clone(), &condition)
@@ -133,7 +133,7 @@ fn bad_inputs_get_errors_that_say_what_was_expected() {
     let model = model.with_latent_size(4, 6);
     assert!(checked_velocity(&model, not_square, sigma.clone(), &condition).is_ok());
     // Guidance runs both branches as one batch: their contexts must have the same length.
-    let unconditional = (
+    let unconditional = MmditCondition::new(
         Tensor::random([1, 5, 64], normal, &device),
         good.pooled.clone(),
     );
@@ -147,7 +147,7 @@ fn bad_inputs_get_errors_that_say_what_was_expected() {
     .unwrap_err();
     assert!(matches!(error, Error::ShapeMismatch { .. }), "{error:?}");
     assert!(error.to_string().contains("[1, 5, 64]"), "{error}");
-    let narrow = (Tensor::random([1, 3, 8], normal, &device), good.pooled);
+    let narrow = MmditCondition::new(Tensor::random([1, 3, 8], normal, &device), good.pooled);
     let error = checked_velocity(&model, Tensor::zeros([1, 384], &device), sigma, &narrow)
         .unwrap_err()
         .to_string();
@@ -528,7 +528,7 @@ fn a_lora_mmdit_trains_through_the_crate_trainer() {
         .with_weight_decay(0.0);
     let mut trainer = Trainer::new(config, policy, &device).unwrap();
     let normal = Distribution::Normal(0.0, 1.0);
-    let conditions = (
+    let conditions = MmditCondition::new(
         Tensor::<3>::random([2, 3, 64], normal, &device),
         Tensor::<2>::random([2, 32], normal, &device),
     );
@@ -667,7 +667,7 @@ fn a_lora_trainer_checkpoint_restores_the_adapters() {
             .unwrap()
     };
     let normal = Distribution::Normal(0.0, 1.0);
-    let conditions = (
+    let conditions = MmditCondition::new(
         Tensor::<3>::random([1, 3, 64], normal, &device),
         Tensor::<2>::random([1, 32], normal, &device),
     );

@@ -11,7 +11,7 @@ use flow_rl::Rng;
 use flow_rl::kernel::{DanceSdeConfig, FlowSdeConfig, KernelConfig};
 use flow_rl::metrics::StepMetrics;
 use flow_rl::models::mlp::{MlpPolicy, MlpPolicyConfig};
-use flow_rl::models::mmdit::{MmditConfig, MmditLoraConfig};
+use flow_rl::models::mmdit::{MmditCondition, MmditConfig, MmditLoraConfig};
 use flow_rl::objective::{ObjectiveConfig, ObjectiveMetrics, TrustRegionObjective};
 use flow_rl::policy::Unconditional;
 use flow_rl::reward::{HostReward, RewardSet};
@@ -330,7 +330,7 @@ fn tiny_lora_mmdit_trains_with_micro_batches_and_rollout_chunks() {
         .apply(MmditConfig::tiny().init(&device).unwrap())
         .unwrap();
     let normal = Distribution::Normal(0.0, 1.0);
-    let conditions = (
+    let conditions = MmditCondition::new(
         Tensor::<3>::random([2, 3, 64], normal, &device),
         Tensor::<2>::random([2, 32], normal, &device),
     );

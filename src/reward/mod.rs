@@ -1,4 +1,15 @@
 //! Rewards: score a batch of final samples, and combine several rewards.
+//!
+//! - [`Reward`]: scores final latents with their conditions; [`HostReward`] applies a
+//!   function to each sample's values; [`RewardSet`] weighs several;
+//! - [`ImageReward`]: scores RGB images with their prompts; [`JpegSize`] is the JPEG
+//!   (in)compressibility of DDPO and flow_grpo.
+
+mod image;
+mod jpeg;
+
+pub use image::ImageReward;
+pub use jpeg::{JPEG_QUALITY, JpegSize};
 
 use burn::prelude::*;
 

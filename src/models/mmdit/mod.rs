@@ -34,6 +34,7 @@
 
 mod attention;
 mod block;
+mod condition;
 mod config;
 mod embed;
 pub(crate) mod layers;
@@ -50,11 +51,12 @@ mod weights;
 
 pub use attention::AttentionProjections;
 pub use block::{JointBlock, StreamBlock};
+pub use condition::MmditCondition;
 pub use config::MmditConfig;
 pub use embed::{FinalLayer, PatchEmbed};
 pub use layers::{EmbedderMlp, Mlp};
 pub use lora::{LoraTarget, MAX_LORA_SCALE, MmditLoraConfig};
 pub use memory::{BatchPlan, LoraMemoryEstimate, LoraWorkload, plan_batches};
-pub use model::{Mmdit, MmditCondition};
+pub use model::Mmdit;
 pub use prompts::PromptEmbeddings;
 pub use weights::{MmditCheckpoint, WeightLayout};

@@ -6,16 +6,13 @@ use burn::prelude::*;
 use burn::tensor::{DType, FloatDType};
 
 use super::block::JointBlock;
+use super::condition::MmditCondition;
 use super::config::MmditConfig;
 use super::embed::{FinalLayer, PatchEmbed, timestep_features};
 use super::layers::{EmbedderMlp, project};
 use super::lora::LoraState;
 use crate::error::{Error, Result};
 use crate::policy::FlowPolicy;
-
-/// The condition of an [`Mmdit`] policy: per-sample context tokens `[B, L, context_dim]`
-/// and pooled embeddings `[B, pooled_dim]` (see [`PromptEmbeddings`](super::PromptEmbeddings)).
-pub type MmditCondition = (Tensor<3>, Tensor<2>);
 
 /// An SD3-family MMDiT: latents `[B, C, H, W]`, timesteps `[B]` (`1000·σ`), context tokens
 /// `[B, L, context_dim]` and pooled text `[B, pooled_dim]` → velocity `[B, C_out, H, W]`.
@@ -253,12 +250,11 @@ impl FlowPolicy for Mmdit {
             .latent_size_of(dims)
             .expect("checked by validate_input");
         let latents = latents.reshape([batch, self.config.in_channels, height, width]);
-        let (context, pooled) = condition;
         self.forward_checked(
             latents,
             sigma.mul_scalar(1000.0),
-            context.clone(),
-            pooled.clone(),
+            condition.context.clone(),
+            condition.pooled.clone(),
         )
         .reshape([batch, dims])
     }
@@ -277,7 +273,7 @@ impl FlowPolicy for Mmdit {
                 ),
             ));
         }
-        self.check_condition(batch, &condition.0, &condition.1)
+        self.check_condition(batch, &condition.context, &condition.pooled)
     }
 }
 

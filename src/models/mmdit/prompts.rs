@@ -79,17 +79,19 @@ impl PromptEmbeddings {
                 format!("an index below {}", self.len()),
             ));
         }
-        let (context, pooled) = self.condition().pick(indices);
+        let picked = MmditCondition::new(self.context.clone(), self.pooled.clone()).pick(indices);
         Ok(Self {
             prompts: indices.iter().map(|&i| self.prompts[i].clone()).collect(),
-            context,
-            pooled,
+            context: picked.context,
+            pooled: picked.pooled,
         })
     }
 
-    /// The condition batch a policy takes: `(context, pooled)`.
+    /// The condition batch a policy takes: context, pooled and the prompts.
     pub fn condition(&self) -> MmditCondition {
-        (self.context.clone(), self.pooled.clone())
+        MmditCondition::new(self.context.clone(), self.pooled.clone())
+            .with_prompts(self.prompts.clone())
+            .expect("PromptEmbeddings::new checked one row per prompt")
     }
 
     /// Checks the embedding widths against a model's.
