@@ -8,7 +8,7 @@ use crate::error::Result;
 /// value per image.
 ///
 /// Implementations are local scorers (JPEG size, CLIP-based preference models) and
-/// clients of reward servers. An adapter that decodes latents with a VAE makes any of them a
+/// clients of reward servers. [`DecodedReward`](super::DecodedReward) makes any of them a
 /// [`Reward`](super::Reward) of latents by decoding them with a VAE.
 pub trait ImageReward: Send + Sync {
     /// A short name for logs and metrics.

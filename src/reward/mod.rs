@@ -3,11 +3,14 @@
 //! - [`Reward`]: scores final latents with their conditions; [`HostReward`] applies a
 //!   function to each sample's values; [`RewardSet`] weighs several;
 //! - [`ImageReward`]: scores RGB images with their prompts; [`JpegSize`] is the JPEG
-//!   (in)compressibility of DDPO and flow_grpo.
+//!   (in)compressibility of DDPO and flow_grpo; [`DecodedReward`] scores latents with any of
+//!   them through a shared [`LatentDecoder`] (an [`ImageDecoder`]: the VAE).
 
+mod decoded;
 mod image;
 mod jpeg;
 
+pub use decoded::{DEFAULT_DECODE_CHUNK, DecodedReward, ImageDecoder, LatentDecoder};
 pub use image::ImageReward;
 pub use jpeg::{JPEG_QUALITY, JpegSize};
 

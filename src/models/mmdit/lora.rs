@@ -15,6 +15,7 @@ use super::mixed_dtypes::{prevailing_dtype, warn_cast};
 use super::safetensors_io::{SafetensorsFile, write_file_atomically};
 use super::weights::diffusers_linear_names;
 use crate::error::{Error, Result, WeightProblem};
+use crate::io::write_atomically;
 
 /// A family of the MMDiT's Linear layers that LoRA can adapt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -135,6 +136,10 @@ pub(crate) struct LoraState {
 const LORA_FORMAT: &str = "flow-rl/lora";
 /// Key prefix of diffusers' pipeline-level LoRA files.
 const PIPELINE_PREFIX: &str = "transformer.";
+/// The adapter weights' file in a PEFT adapter folder.
+pub const PEFT_WEIGHTS_FILE: &str = "adapter_model.safetensors";
+/// The adapter configuration's file in a PEFT adapter folder.
+pub const PEFT_CONFIG_FILE: &str = "adapter_config.json";
 
 impl Mmdit {
     /// The adapters' `(rank, alpha)`, if the model has any.
@@ -176,6 +181,38 @@ impl Mmdit {
             serde_json::to_string(&targets).expect("strings serialise"),
         );
         write_file_atomically(path, &file)
+    }
+
+    /// Writes the adapters as a PEFT adapter folder: [`PEFT_WEIGHTS_FILE`] (the file of
+    /// [`Mmdit::save_lora`]) and [`PEFT_CONFIG_FILE`] (PEFT's `LoraConfig`: `r`,
+    /// `lora_alpha`, `target_modules`, no dropout, no bias), each written atomically. Load it
+    /// in diffusers with
+    /// `pipe.load_lora_weights(folder, weight_name="adapter_model.safetensors")`.
+    pub fn save_peft_adapter(&self, folder: impl AsRef<Path>) -> Result<()> {
+        let folder = folder.as_ref();
+        std::fs::create_dir_all(folder).map_err(|err| Error::io(folder, err))?;
+        self.save_lora(folder.join(PEFT_WEIGHTS_FILE))?;
+        let state = self.lora.as_ref().expect("save_lora checked the adapters");
+        let names: BTreeMap<String, String> =
+            diffusers_linear_names(self.config()).into_iter().collect();
+        let targets: Vec<&str> = state.modules.iter().map(|m| names[m].as_str()).collect();
+        let config = serde_json::json!({
+            "peft_type": "LORA",
+            "r": state.rank,
+            "lora_alpha": state.alpha,
+            "target_modules": targets,
+            "lora_dropout": 0.0,
+            "bias": "none",
+            "fan_in_fan_out": false,
+            "use_rslora": false,
+            "use_dora": false,
+            "init_lora_weights": "gaussian",
+            "inference_mode": true,
+            "task_type": null,
+            "base_model_name_or_path": null,
+        });
+        let text = serde_json::to_vec_pretty(&config).expect("JSON values serialise");
+        write_atomically(&folder.join(PEFT_CONFIG_FILE), &text)
     }
 
     /// Attaches the adapters stored at `path` (written by [`Mmdit::save_lora`], or any
