@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use burn::prelude::*;
 use flow_rl::Error;
 use flow_rl::models::mmdit::{
-    MmditCondition, MmditConfig, MmditLoraConfig, PEFT_CONFIG_FILE, PEFT_WEIGHTS_FILE,
+    DIFFUSERS_LORA_METADATA, MmditCondition, MmditConfig, MmditLoraConfig, PEFT_CONFIG_FILE,
+    PEFT_WEIGHTS_FILE,
 };
 use flow_rl::policy::ConditionBatch;
 use flow_rl::reward::{
@@ -263,9 +264,104 @@ fn the_peft_folder_holds_the_adapters_and_their_lora_config() {
             "{name}"
         );
     }
+    // diffusers' load_lora_weights reads alpha only from this metadata: without it, it
+    // would take alpha = r and halve the update.
+    let bytes = std::fs::read(adapter.join(PEFT_WEIGHTS_FILE)).unwrap();
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let metadata = header.metadata().as_ref().unwrap();
+    let diffusers: serde_json::Value =
+        serde_json::from_str(&metadata[DIFFUSERS_LORA_METADATA]).unwrap();
+    assert_eq!(diffusers["transformer.r"], 4);
+    assert_eq!(diffusers["transformer.lora_alpha"], 8.0);
+    assert_eq!(
+        diffusers["transformer.target_modules"],
+        config["target_modules"]
+    );
+    assert_eq!(diffusers["transformer.peft_type"], "LORA");
+
     let base = MmditConfig::tiny().init(&device).unwrap();
     let reloaded = base
         .load_lora(adapter.join(PEFT_WEIGHTS_FILE), None)
         .unwrap();
     assert_eq!(reloaded.lora(), Some((4, 8.0)));
+
+    // A file diffusers wrote carries alpha in its metadata alone.
+    let mut tensors = Vec::new();
+    for name in peft.names() {
+        tensors.push((name.to_owned(), peft.tensor(name).unwrap()));
+    }
+    let only_diffusers = std::collections::HashMap::from([
+        ("format".to_owned(), "pt".to_owned()),
+        (
+            DIFFUSERS_LORA_METADATA.to_owned(),
+            r#"{"transformer.lora_alpha": 2.0, "transformer.r": 4}"#.to_owned(),
+        ),
+    ]);
+    let diffusers_file = folder.path().join("from_diffusers.safetensors");
+    safetensors::serialize_to_file(tensors, Some(only_diffusers), &diffusers_file).unwrap();
+    let reloaded = MmditConfig::tiny()
+        .init(&device)
+        .unwrap()
+        .load_lora(&diffusers_file, None)
+        .unwrap();
+    assert_eq!(reloaded.lora(), Some((4, 2.0)));
+}
+
+/// Writes a PEFT adapter of the dual MMDiT fixture (rank 4, alpha 8, random non-zero B) into
+/// `$FLOW_RL_PEFT_ADAPTER_OUT`, for `scripts/peft_adapter_check.py` to load in diffusers:
+///
+/// ```sh
+/// FLOW_RL_PEFT_ADAPTER_OUT=/tmp/adapter cargo test --test image_rewards -- --ignored peft_adapter_for
+/// /work/peer-venv/bin/python scripts/peft_adapter_check.py \
+///     --transformer tests/fixtures/mmdit/dual/diffusers --adapter /tmp/adapter
+/// ```
+#[test]
+#[ignore = "writes an adapter for the diffusers check in scripts/peft_adapter_check.py"]
+fn peft_adapter_for_the_diffusers_check() {
+    let out = std::env::var("FLOW_RL_PEFT_ADAPTER_OUT")
+        .expect("set FLOW_RL_PEFT_ADAPTER_OUT to the adapter folder to write");
+    let device = Device::default().autodiff();
+    device.seed(5);
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/mmdit/dual/diffusers");
+    let checkpoint = flow_rl::models::mmdit::MmditCheckpoint::open(&fixture).unwrap();
+    let base = checkpoint.infer_config().unwrap().init(&device).unwrap();
+    let base = checkpoint.load_into(base, None).unwrap();
+    let model = MmditLoraConfig::new()
+        .with_rank(4)
+        .with_alpha(8.0)
+        .apply(base)
+        .unwrap();
+    // B starts at zero; give it values so that the check compares real factors.
+    let folder = tempfile::tempdir().unwrap();
+    let plain = folder.path().join("lora.safetensors");
+    model.save_lora(&plain).unwrap();
+    let bytes = std::fs::read(&plain).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut tensors = Vec::new();
+    let mut values = Vec::new();
+    for name in file.names() {
+        let view = file.tensor(name).unwrap();
+        let count: usize = view.shape().iter().product();
+        let data: Vec<u8> = (0..count)
+            .flat_map(|i| (((i * 7919) % 101) as f32 / 101.0 - 0.5).to_le_bytes())
+            .collect();
+        values.push((name.to_owned(), view.shape().to_vec(), data));
+    }
+    for (name, shape, data) in &values {
+        let view =
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), data)
+                .unwrap();
+        tensors.push((name.clone(), view));
+    }
+    let metadata = std::collections::HashMap::from([("lora_alpha".to_owned(), "8".to_owned())]);
+    safetensors::serialize_to_file(tensors, Some(metadata), &plain).unwrap();
+    let base = checkpoint.infer_config().unwrap().init(&device).unwrap();
+    let reloaded = checkpoint
+        .load_into(base, None)
+        .unwrap()
+        .load_lora(&plain, None)
+        .unwrap();
+    reloaded.save_peft_adapter(&out).unwrap();
+    println!("wrote {out}");
 }

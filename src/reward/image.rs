@@ -18,3 +18,15 @@ pub trait ImageReward: Send + Sync {
     /// prompt, and both slices have the same length.
     fn score_images(&self, images: &[RgbImage], prompts: &[String]) -> Result<Vec<f32>>;
 }
+
+/// A boxed reward scores as the reward it holds, so rewards chosen at run time
+/// (`Box<dyn ImageReward>`) wrap in a [`DecodedReward`](super::DecodedReward) like any other.
+impl<R: ImageReward + ?Sized> ImageReward for Box<R> {
+    fn name(&self) -> &str {
+        (**self).name()
+    }
+
+    fn score_images(&self, images: &[RgbImage], prompts: &[String]) -> Result<Vec<f32>> {
+        (**self).score_images(images, prompts)
+    }
+}

@@ -140,6 +140,59 @@ const PIPELINE_PREFIX: &str = "transformer.";
 pub const PEFT_WEIGHTS_FILE: &str = "adapter_model.safetensors";
 /// The adapter configuration's file in a PEFT adapter folder.
 pub const PEFT_CONFIG_FILE: &str = "adapter_config.json";
+/// The safetensors metadata key under which diffusers stores the LoRA configuration (a JSON
+/// object of PEFT `LoraConfig` fields, each prefixed with the component, `transformer.`).
+pub const DIFFUSERS_LORA_METADATA: &str = "lora_adapter_metadata";
+/// The component prefix of the transformer's keys in diffusers' LoRA files.
+const TRANSFORMER_PREFIX: &str = "transformer.";
+
+/// PEFT's `LoraConfig` of the adapters, as `adapter_config.json` holds it.
+fn peft_lora_config(state: &LoraState, targets: &[&str]) -> serde_json::Value {
+    serde_json::json!({
+        "peft_type": "LORA",
+        "r": state.rank,
+        "lora_alpha": state.alpha,
+        "target_modules": targets,
+        "lora_dropout": 0.0,
+        "bias": "none",
+        "fan_in_fan_out": false,
+        "use_rslora": false,
+        "use_dora": false,
+        "init_lora_weights": "gaussian",
+        "inference_mode": true,
+        "task_type": null,
+        "base_model_name_or_path": null,
+    })
+}
+
+/// `config`'s fields under the transformer's prefix, as diffusers' `save_lora_weights`
+/// writes them (sorted, as its `json.dumps(sort_keys=True)` does).
+fn diffusers_lora_metadata(config: &serde_json::Value) -> String {
+    let fields = config
+        .as_object()
+        .expect("the LoRA config is a JSON object");
+    let prefixed: BTreeMap<String, &serde_json::Value> = fields
+        .iter()
+        .map(|(field, value)| (format!("{TRANSFORMER_PREFIX}{field}"), value))
+        .collect();
+    serde_json::to_string_pretty(&prefixed).expect("JSON values serialise")
+}
+
+/// `transformer.lora_alpha` (or an unprefixed `lora_alpha`) in diffusers' metadata.
+fn alpha_in_diffusers_metadata(text: &str) -> std::result::Result<f64, String> {
+    let fields: serde_json::Map<String, serde_json::Value> = serde_json::from_str(text)
+        .map_err(|err| format!("metadata {DIFFUSERS_LORA_METADATA} is not a JSON object: {err}"))?;
+    let key = format!("{TRANSFORMER_PREFIX}lora_alpha");
+    let value = fields.get(&key).or_else(|| fields.get("lora_alpha"));
+    match value {
+        Some(value) => value.as_f64().ok_or_else(|| {
+            format!("metadata {DIFFUSERS_LORA_METADATA}: {key} = {value} is not a number")
+        }),
+        None => Err(format!(
+            "metadata {DIFFUSERS_LORA_METADATA} has no {key}; expected the adapters' alpha"
+        )),
+    }
+}
 
 impl Mmdit {
     /// The adapters' `(rank, alpha)`, if the model has any.
@@ -150,7 +203,10 @@ impl Mmdit {
     /// Writes the adapters alone as safetensors, atomically, with PEFT/diffusers names:
     /// `transformer.<module>.lora_A.weight` `[r, in]` and `.lora_B.weight` `[out, r]` (so
     /// the update is `(alpha/r)·B·A` in PyTorch layout), and metadata `format`,
-    /// `lora_rank`, `lora_alpha` and `target_modules` (a JSON array of module names).
+    /// `lora_rank`, `lora_alpha`, `target_modules` (a JSON array of module names) and
+    /// diffusers' [`DIFFUSERS_LORA_METADATA`]: PEFT's `LoraConfig` with `transformer.`
+    /// before each field, which is where diffusers' `load_lora_weights` reads alpha (without
+    /// it, diffusers takes alpha = rank).
     pub fn save_lora(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
         let state = self.lora.as_ref().ok_or_else(|| {
@@ -172,13 +228,17 @@ impl Mmdit {
                 bridge::into_data(tensor).map_err(|err| Error::TensorRead(err.to_string()))?;
             file.insert(key, transpose(&data));
         }
+        let targets: Vec<&str> = state.modules.iter().map(|m| names[m].as_str()).collect();
         file.metadata("format", LORA_FORMAT);
         file.metadata("lora_rank", state.rank.to_string());
         file.metadata("lora_alpha", state.alpha.to_string());
-        let targets: Vec<&str> = state.modules.iter().map(|m| names[m].as_str()).collect();
         file.metadata(
             "target_modules",
             serde_json::to_string(&targets).expect("strings serialise"),
+        );
+        file.metadata(
+            DIFFUSERS_LORA_METADATA,
+            diffusers_lora_metadata(&peft_lora_config(state, &targets)),
         );
         write_file_atomically(path, &file)
     }
@@ -196,22 +256,8 @@ impl Mmdit {
         let names: BTreeMap<String, String> =
             diffusers_linear_names(self.config()).into_iter().collect();
         let targets: Vec<&str> = state.modules.iter().map(|m| names[m].as_str()).collect();
-        let config = serde_json::json!({
-            "peft_type": "LORA",
-            "r": state.rank,
-            "lora_alpha": state.alpha,
-            "target_modules": targets,
-            "lora_dropout": 0.0,
-            "bias": "none",
-            "fan_in_fan_out": false,
-            "use_rslora": false,
-            "use_dora": false,
-            "init_lora_weights": "gaussian",
-            "inference_mode": true,
-            "task_type": null,
-            "base_model_name_or_path": null,
-        });
-        let text = serde_json::to_vec_pretty(&config).expect("JSON values serialise");
+        let text = serde_json::to_vec_pretty(&peft_lora_config(state, &targets))
+            .expect("JSON values serialise");
         write_atomically(&folder.join(PEFT_CONFIG_FILE), &text)
     }
 
@@ -219,7 +265,8 @@ impl Mmdit {
     /// PEFT/diffusers LoRA file for SD3 with these key names) to this base model.
     ///
     /// The adapted layers are the file's; the rank comes from the factors' shapes, alpha
-    /// from the `lora_alpha` metadata (absent, alpha = rank, as diffusers assumes; alpha/rank
+    /// from the `lora_alpha` metadata, else from diffusers' [`DIFFUSERS_LORA_METADATA`]
+    /// (both absent, alpha = rank, as diffusers assumes; alpha/rank
     /// at most [`MAX_LORA_SCALE`]). The factors are kept in `dtype` (`None`: as stored, or
     /// in the dtype holding most of the file's elements where the file mixes dtypes, with a
     /// `log` warning naming the factors cast). Fails if the model already has
@@ -284,7 +331,10 @@ impl Mmdit {
             Some(text) => text
                 .parse::<f64>()
                 .map_err(|_| error(format!("metadata lora_alpha = {text:?} is not a number")))?,
-            None => rank as f64,
+            None => match file.metadata_value(DIFFUSERS_LORA_METADATA) {
+                Some(text) => alpha_in_diffusers_metadata(text).map_err(error)?,
+                None => rank as f64,
+            },
         };
         let scale = alpha / rank as f64;
         if !(scale.is_finite() && scale > 0.0 && scale <= MAX_LORA_SCALE) {

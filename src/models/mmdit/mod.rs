@@ -55,7 +55,10 @@ pub use condition::MmditCondition;
 pub use config::MmditConfig;
 pub use embed::{FinalLayer, PatchEmbed};
 pub use layers::{EmbedderMlp, Mlp};
-pub use lora::{LoraTarget, MAX_LORA_SCALE, MmditLoraConfig, PEFT_CONFIG_FILE, PEFT_WEIGHTS_FILE};
+pub use lora::{
+    DIFFUSERS_LORA_METADATA, LoraTarget, MAX_LORA_SCALE, MmditLoraConfig, PEFT_CONFIG_FILE,
+    PEFT_WEIGHTS_FILE,
+};
 pub use memory::{BatchPlan, LoraMemoryEstimate, LoraWorkload, plan_batches};
 pub use model::Mmdit;
 pub use prompts::PromptEmbeddings;
