@@ -8,5 +8,6 @@ pub mod prompt_encoder;
 pub mod ring;
 mod safetensors_files;
 pub mod t5;
+pub mod vae;
 
 pub use pretrain::{FlowMatchingConfig, pretrain_flow_matching};
