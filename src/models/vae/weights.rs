@@ -276,7 +276,7 @@ impl VaeWeights {
                     self.stored_key(name, levels),
                     shape.clone(),
                 )),
-                Some(stored) if &squeezed(&stored.tensor) != shape => {
+                Some(stored) if !fits(&stored.tensor, shape) => {
                     problems.push(WeightProblem::mis_shaped(
                         stored.key.clone(),
                         shape.clone(),
@@ -347,13 +347,11 @@ impl VaeWeights {
     }
 }
 
-/// The stored shape without ldm's trailing 1×1 on the attention projections.
-fn squeezed(tensor: &PackTensor) -> Vec<usize> {
-    let shape = tensor.shape.to_vec();
-    match shape[..] {
-        [rows, columns, 1, 1] => vec![rows, columns],
-        _ => shape,
-    }
+/// Whether a stored tensor fills a parameter of `shape`: the same shape, or ldm's 1×1
+/// attention convolution `[C, C, 1, 1]` for a `[C, C]` projection.
+fn fits(tensor: &PackTensor, shape: &[usize]) -> bool {
+    let stored = tensor.shape.to_vec();
+    stored == shape || (shape.len() == 2 && stored == [shape[0], shape[1], 1, 1])
 }
 
 /// The stored tensor named by its parameter, reshaped to `shape` (a no-op but for ldm's 1×1
