@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Creates the Python environment of the PyTorch peer benchmark (scripts/mmdit_peer_bench.py)
 # and of the fixture generators (scripts/mmdit_fixture.py, clip_fixture.py, clip_vocab.py --ids,
-# t5_fixture.py), from PyPI, with pinned versions.
+# t5_fixture.py, vae_fixture.py), from PyPI, with pinned versions.
 #
 #   scripts/peer_venv.sh                 # creates /work/peer-venv
 #   scripts/peer_venv.sh /path/to/venv   # anywhere else, but never inside the repository
