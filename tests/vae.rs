@@ -81,8 +81,7 @@ fn host(tensor: Tensor<4>) -> Vec<f32> {
     tensor
         .cast(DType::F32)
         .into_data()
-        .convert::<f32>()
-        .to_vec()
+        .try_to_vec::<f32>()
         .unwrap()
 }
 
