@@ -23,6 +23,8 @@ const F32_TOLERANCE: f32 = 1e-4;
 /// f32: every weight and activation carries a rounding error up to 2⁻⁹ ≈ 2e-3 through ten
 /// convolutions of random weights; the measured worst case over every pixel is 4.1e-2.
 const BF16_TOLERANCE: f32 = 5e-2;
+/// f16 likewise, with 2⁻¹¹ ≈ 4.9e-4 rounding; measured 9.5e-3.
+const F16_TOLERANCE: f32 = 2e-2;
 
 fn fixture(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -276,4 +278,31 @@ fn a_post_quant_conv_is_refused() {
     let empty = tempfile::tempdir().unwrap();
     let err = VaeWeights::open(empty.path()).unwrap_err().to_string();
     assert!(err.contains("diffusion_pytorch_model.safetensors"), "{err}");
+}
+
+/// SD3's decoder has diffusers' parameter count (49,545,475 in 138 tensors, counted from
+/// `AutoencoderKL(block_out_channels=[128, 256, 512, 512], latent_channels=16, …).decoder`)
+/// and upsamples ×8.
+#[test]
+fn the_sd3_preset_has_diffusers_parameter_count() {
+    use burn::module::Module;
+    use burn::store::ModuleSnapshot;
+    let device = Device::default();
+    let vae = VaeDecoderConfig::sd3().init(&device).unwrap();
+    assert_eq!(vae.num_params(), 49_545_475);
+    assert_eq!(vae.collect(None, None, false).len(), 138);
+    let pixels = vae.decode(Tensor::zeros([1, 16, 2, 3], &device)).unwrap();
+    assert_eq!(pixels.dims(), [1, 3, 16, 24]);
+}
+
+#[test]
+fn f16_stays_close() {
+    let device = Device::default();
+    let expected = Expected::load();
+    let vae = load(&layouts()[0], Some(FloatDType::F16), &device);
+    assert_eq!(vae.activation_dtype(), DType::F16);
+    let pixels = host(vae.decode(expected.latents(&device)).unwrap());
+    let error = relative_error(&pixels, &expected.pixels.0);
+    eprintln!("f16 relative error {error}");
+    assert!(error < F16_TOLERANCE, "relative error {error}");
 }
