@@ -5,7 +5,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -195,7 +195,10 @@ fn unirl_sends_base64_jpegs_with_prompts_and_reads_the_first_sub_metric() {
     let requests = body["requests"].as_array().unwrap();
     assert_eq!(requests.len(), 2);
     for ((request, image), prompt) in requests.iter().zip(images()).zip(prompts()) {
-        assert_eq!(request["required_rewards"], serde_json::json!(["pickscore"]));
+        assert_eq!(
+            request["required_rewards"],
+            serde_json::json!(["pickscore"])
+        );
         let turn = &request["history"][0];
         assert_eq!(turn["text"], prompt);
         let jpeg = base64::engine::general_purpose::STANDARD
@@ -227,7 +230,9 @@ fn unirl_sample_errors_and_missing_sub_metrics_are_errors_not_zeros() {
     assert_eq!(attempts, 1, "a sample error is not retried");
     let message = error.to_string();
     assert!(
-        message.contains(&server.url) && message.contains("pickscore") && message.contains("sample 1"),
+        message.contains(&server.url)
+            && message.contains("pickscore")
+            && message.contains("sample 1"),
         "{message}"
     );
 
@@ -235,12 +240,14 @@ fn unirl_sample_errors_and_missing_sub_metrics_are_errors_not_zeros() {
         .with_sub_metric("hps")
         .score_images(&images(), &prompts())
         .unwrap_err();
-    assert!(matches!(server_failure(&error).0, ServerFailure::Malformed(what) if what.contains("hps")));
+    assert!(
+        matches!(server_failure(&error).0, ServerFailure::Malformed(what) if what.contains("hps"))
+    );
 }
 
 fn metadata_file() -> common::ScratchPath {
-    let path = common::ScratchPath::new("evaluation_metadata.jsonl");
-    let mut file = std::fs::File::create(path.path()).unwrap();
+    let path = common::scratch("evaluation_metadata.jsonl");
+    let mut file = std::fs::File::create(&*path).unwrap();
     writeln!(
         file,
         r#"{{"tag": "single_object", "include": [{{"class": "square", "count": 1}}], "prompt": "a red square"}}"#
@@ -273,7 +280,7 @@ fn pickled_geneval_answer() -> Vec<u8> {
 #[test]
 fn geneval_pickles_jpegs_and_metadata_and_returns_the_chosen_score() {
     let metadata_path = metadata_file();
-    let metadata = load_geneval_metadata(metadata_path.path()).unwrap();
+    let metadata = load_geneval_metadata(&*metadata_path).unwrap();
     assert_eq!(metadata.len(), 2);
     let server = TestServer::scripted(vec![
         Answer::ok(pickled_geneval_answer()),
@@ -286,7 +293,10 @@ fn geneval_pickles_jpegs_and_metadata_and_returns_the_chosen_score() {
         "flow_grpo trains on the partial-credit scores"
     );
     let strict = reward.with_score(GenevalScore::Correct);
-    assert_eq!(strict.score_images(&images(), &prompts()).unwrap(), vec![0.0, 1.0]);
+    assert_eq!(
+        strict.score_images(&images(), &prompts()).unwrap(),
+        vec![0.0, 1.0]
+    );
 
     let received = server.received();
     for (request, only_strict) in received.iter().zip([true, false]) {
@@ -311,7 +321,10 @@ fn geneval_pickles_jpegs_and_metadata_and_returns_the_chosen_score() {
         let Value::Dict(second) = &sent[1] else {
             panic!("metadata is not a dict");
         };
-        assert_eq!(second[&key("prompt")], Value::String("a green square".into()));
+        assert_eq!(
+            second[&key("prompt")],
+            Value::String("a green square".into())
+        );
         assert_eq!(second[&key("tag")], Value::String("colors".into()));
         assert_eq!(second[&key("exclude")], Value::None);
         assert_eq!(second[&key("weight")], Value::F64(0.5));
@@ -329,7 +342,7 @@ fn geneval_pickles_jpegs_and_metadata_and_returns_the_chosen_score() {
 #[test]
 fn geneval_names_a_prompt_without_metadata_before_sending_anything() {
     let metadata_path = metadata_file();
-    let metadata = load_geneval_metadata(metadata_path.path()).unwrap();
+    let metadata = load_geneval_metadata(&*metadata_path).unwrap();
     let server = TestServer::scripted(vec![Answer::ok(pickled_geneval_answer())]);
     let reward = GenevalReward::new(&server.url, metadata, &quick()).unwrap();
     let error = reward
@@ -339,10 +352,13 @@ fn geneval_names_a_prompt_without_metadata_before_sending_anything() {
     assert!(error.to_string().contains("a blue circle"), "{error}");
     assert!(server.received().is_empty());
 
-    let bad = common::ScratchPath::new("bad.jsonl");
-    std::fs::write(bad.path(), "{\"tag\": \"colors\"}\n").unwrap();
-    let error = load_geneval_metadata(bad.path()).unwrap_err().to_string();
-    assert!(error.contains("line 1") && error.contains("prompt"), "{error}");
+    let bad = common::scratch("bad.jsonl");
+    std::fs::write(&*bad, "{\"tag\": \"colors\"}\n").unwrap();
+    let error = load_geneval_metadata(&*bad).unwrap_err().to_string();
+    assert!(
+        error.contains("line 1") && error.contains("prompt"),
+        "{error}"
+    );
 }
 
 /// Samples `[2, 2·2·3]`, conditions of 3 tokens of 4 and pooled 5 wide, all distinct.
@@ -381,15 +397,28 @@ fn latent_reward_sends_each_latent_with_its_embeddings_and_maps_the_raw_score() 
         .with_score_map(0.1, 1.0);
     let scores = reward.score(&samples, &conditions).unwrap();
 
-    let latents = samples.clone().into_data().to_vec::<f32>().unwrap();
-    let context = conditions.context.clone().into_data().to_vec::<f32>().unwrap();
-    let pooled = conditions.pooled.clone().into_data().to_vec::<f32>().unwrap();
+    let latents = samples.clone().into_data().try_to_vec::<f32>().unwrap();
+    let context = conditions
+        .context
+        .clone()
+        .into_data()
+        .try_to_vec::<f32>()
+        .unwrap();
+    let pooled = conditions
+        .pooled
+        .clone()
+        .into_data()
+        .try_to_vec::<f32>()
+        .unwrap();
     let received = server.received();
     assert_eq!(received.len(), 2, "one request per sample");
     for (sample, request) in received.iter().enumerate() {
         assert_eq!(request.url, "/v1/score");
         assert_eq!(request.header(DRM_PROTOCOL_HEADER), Some("1"));
-        assert_eq!(request.header("content-type"), Some("application/octet-stream"));
+        assert_eq!(
+            request.header("content-type"),
+            Some("application/octet-stream")
+        );
         let tensors = safetensors::SafeTensors::deserialize(&request.body).unwrap();
         let (shape, sent) = tensor_f32(&tensors, "latents");
         assert_eq!(shape, vec![1, 2, 2, 3]);
@@ -405,7 +434,10 @@ fn latent_reward_sends_each_latent_with_its_embeddings_and_maps_the_raw_score() 
         assert_eq!(seeds.dtype(), safetensors::Dtype::I64);
         assert_eq!(seeds.data(), 0i64.to_le_bytes());
         let sum: f32 = latents[sample * 12..(sample + 1) * 12].iter().sum();
-        assert!((scores[sample] - (0.1 * sum + 1.0)).abs() < 1e-5, "{scores:?}");
+        assert!(
+            (scores[sample] - (0.1 * sum + 1.0)).abs() < 1e-5,
+            "{scores:?}"
+        );
     }
 
     let error = reward
@@ -437,16 +469,22 @@ fn malformed_answers_are_not_retried() {
         .unwrap()
         .score_images(&images(), &prompts())
         .unwrap_err();
-    assert!(matches!(server_failure(&error), (ServerFailure::Malformed(_), 1)), "{error}");
+    assert!(
+        matches!(server_failure(&error), (ServerFailure::Malformed(_), 1)),
+        "{error}"
+    );
 
     let metadata_path = metadata_file();
-    let metadata = load_geneval_metadata(metadata_path.path()).unwrap();
+    let metadata = load_geneval_metadata(&*metadata_path).unwrap();
     let pickle_server = TestServer::scripted(vec![Answer::ok(b"\x80\x03}q\x00(X".to_vec())]);
     let error = GenevalReward::new(&pickle_server.url, metadata, &quick())
         .unwrap()
         .score_images(&images(), &prompts())
         .unwrap_err();
-    assert!(matches!(server_failure(&error), (ServerFailure::Malformed(what), 1) if what.contains("pickle")), "{error}");
+    assert!(
+        matches!(server_failure(&error), (ServerFailure::Malformed(what), 1) if what.contains("pickle")),
+        "{error}"
+    );
     assert_eq!(server.received().len(), 1);
     assert_eq!(pickle_server.received().len(), 1);
 }
@@ -465,7 +503,10 @@ fn a_wrong_score_count_or_a_non_finite_score_is_an_error() {
             found: 1
         }
     );
-    assert!(error.to_string().contains("1 scores for 2 samples"), "{error}");
+    assert!(
+        error.to_string().contains("1 scores for 2 samples"),
+        "{error}"
+    );
 
     let device = Device::default();
     let (samples, conditions) = latent_batch(&device);
@@ -476,7 +517,10 @@ fn a_wrong_score_count_or_a_non_finite_score_is_an_error() {
         .unwrap()
         .score(&samples, &conditions)
         .unwrap_err();
-    assert!(matches!(server_failure(&error).0, ServerFailure::Malformed(what) if what.contains("finite")), "{error}");
+    assert!(
+        matches!(server_failure(&error).0, ServerFailure::Malformed(what) if what.contains("finite")),
+        "{error}"
+    );
 }
 
 #[test]
@@ -534,10 +578,23 @@ fn a_client_error_is_not_retried() {
 fn https_urls_and_bad_settings_are_refused_up_front() {
     let error = UnirlReward::new("https://rewards.example.com", "pickscore", &quick()).unwrap_err();
     let message = error.to_string();
-    assert!(message.contains("https://rewards.example.com") && message.contains("TLS"), "{message}");
+    assert!(
+        message.contains("https://rewards.example.com") && message.contains("TLS"),
+        "{message}"
+    );
     assert!(UnirlReward::new("localhost:8000", "pickscore", &quick()).is_err());
-    assert!(RewardServerConfig::new().with_timeout_secs(f64::NAN).validate().is_err());
-    assert!(RewardServerConfig::new().with_initial_backoff_secs(-1.0).validate().is_err());
+    assert!(
+        RewardServerConfig::new()
+            .with_timeout_secs(f64::NAN)
+            .validate()
+            .is_err()
+    );
+    assert!(
+        RewardServerConfig::new()
+            .with_initial_backoff_secs(-1.0)
+            .validate()
+            .is_err()
+    );
     assert!(LatentReward::new("http://127.0.0.1:1", [16, 0, 4], &quick()).is_err());
     assert!(
         LatentReward::new("http://127.0.0.1:1", [16, 4, 4], &quick())
@@ -573,12 +630,19 @@ fn a_trainer_step_whose_reward_server_fails_changes_nothing() {
     let before = module_values(trainer.policy());
     let error = trainer.step(&conditions, &reward).unwrap_err();
     assert!(
-        matches!(server_failure(&error), (ServerFailure::HttpStatus { code: 502, .. }, 2)),
+        matches!(
+            server_failure(&error),
+            (ServerFailure::HttpStatus { code: 502, .. }, 2)
+        ),
         "{error}"
     );
     assert_eq!(trainer.steps_done(), 0);
     assert_eq!(module_values(trainer.policy()), before);
-    assert_eq!(server.received().len(), 2, "the first sample's request and its retry");
+    assert_eq!(
+        server.received().len(),
+        2,
+        "the first sample's request and its retry"
+    );
 }
 
 /// Checks the clients against `scripts/reward_server.py` serving a local CLIP model

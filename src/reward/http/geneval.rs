@@ -44,9 +44,7 @@ impl GenevalScore {
 /// a line, each with its `prompt`, `tag` and `include` requirements).
 ///
 /// A line that is not a JSON object with a string `prompt` is an error naming the line.
-pub fn load_geneval_metadata(
-    path: impl AsRef<Path>,
-) -> Result<HashMap<String, serde_json::Value>> {
+pub fn load_geneval_metadata(path: impl AsRef<Path>) -> Result<HashMap<String, serde_json::Value>> {
     let path = path.as_ref();
     let text = std::fs::read_to_string(path).map_err(|error| Error::io(path, error))?;
     let mut metadata = HashMap::new();
@@ -165,11 +163,13 @@ impl GenevalReward {
         let values = match entries.get(&key(name)) {
             Some(Value::List(values) | Value::Tuple(values)) => values,
             Some(_) => {
+                return Err(ServerFailure::Malformed(format!("{name:?} is not a list")));
+            }
+            None => {
                 return Err(ServerFailure::Malformed(format!(
-                    "{name:?} is not a list"
+                    "no {name:?} in the answer"
                 )));
             }
-            None => return Err(ServerFailure::Malformed(format!("no {name:?} in the answer"))),
         };
         let scores = values
             .iter()

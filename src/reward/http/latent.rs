@@ -76,7 +76,11 @@ impl LatentReward {
     /// draws the noise, as verl-omni's SD3.5 example does).
     pub fn with_noise(mut self, level: f32, seed: Option<i64>) -> Result<Self> {
         if !(0.0..=1.0).contains(&level) {
-            return Err(Error::invalid("DRM noise level", level, "a value in [0, 1]"));
+            return Err(Error::invalid(
+                "DRM noise level",
+                level,
+                "a value in [0, 1]",
+            ));
         }
         self.noise_level = level;
         self.noise_seed = seed;
@@ -195,7 +199,8 @@ impl Reward<MmditCondition> for LatentReward {
             let body = self.request(
                 &latents[sample * dims..(sample + 1) * dims],
                 (
-                    &context[sample * tokens * context_width..(sample + 1) * tokens * context_width],
+                    &context
+                        [sample * tokens * context_width..(sample + 1) * tokens * context_width],
                     [tokens, context_width],
                 ),
                 &pooled[sample * pooled_width..(sample + 1) * pooled_width],

@@ -189,10 +189,9 @@ impl ImageReward for UnirlReward {
             .collect::<Result<Vec<_>>>()?;
         let body = serde_json::to_vec(&ScoreRequest { requests })
             .expect("a score request serialises to JSON");
-        self.client.post(
-            &body,
-            &[("content-type", "application/json")],
-            |answer| self.read_answer(answer, images.len()),
-        )
+        self.client
+            .post(&body, &[("content-type", "application/json")], |answer| {
+                self.read_answer(answer, images.len())
+            })
     }
 }
