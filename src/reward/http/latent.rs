@@ -98,14 +98,12 @@ impl LatentReward {
     fn request(&self, latent: &[f32], context: (&[f32], [usize; 2]), pooled: &[f32]) -> Vec<u8> {
         let [channels, height, width] = self.latent_shape;
         let (context, [tokens, width_context]) = context;
-        let u = [self.noise_level];
-        let seeds = self.noise_seed.map(|seed| [seed]);
+        // `TensorView`s borrow their bytes, which therefore live in these locals.
         let latent_bytes = f32_bytes(latent);
         let context_bytes = f32_bytes(context);
         let pooled_bytes = f32_bytes(pooled);
-        let u_bytes = f32_bytes(&u);
-        let seed_bytes: Option<Vec<u8>> =
-            seeds.map(|s| s.iter().flat_map(|v| v.to_le_bytes()).collect());
+        let u_bytes = f32_bytes(&[self.noise_level]);
+        let seed_bytes = self.noise_seed.map(i64::to_le_bytes);
         let mut tensors = vec![
             (
                 "latents",
@@ -122,7 +120,10 @@ impl LatentReward {
             ("u", TensorView::new(Dtype::F32, vec![1], &u_bytes)),
         ];
         if let Some(seed_bytes) = &seed_bytes {
-            tensors.push(("seeds", TensorView::new(Dtype::I64, vec![1], seed_bytes)));
+            tensors.push((
+                "seeds",
+                TensorView::new(Dtype::I64, vec![1], &seed_bytes[..]),
+            ));
         }
         let tensors = tensors
             .into_iter()
