@@ -85,6 +85,92 @@ pub enum Error {
     /// A tensor could not be read back from its device.
     #[error("could not read a tensor back from the device: {0}")]
     TensorRead(String),
+
+    /// A reward server did not score a batch: it could not be reached, was too slow,
+    /// answered with an HTTP error, or sent an answer that does not fit the request.
+    #[error(
+        "reward server {server} (reward {reward:?}) failed after {attempts} attempt{}: {failure}",
+        if *attempts == 1 { "" } else { "s" }
+    )]
+    RewardServer {
+        /// The URL the request went to.
+        server: String,
+        /// The name of the reward it was asked for.
+        reward: String,
+        /// What went wrong on the last attempt.
+        failure: ServerFailure,
+        /// How many requests were sent (1 + retries of transient failures).
+        attempts: usize,
+    },
+}
+
+/// Why a reward server did not score a batch (see [`Error::RewardServer`]).
+///
+/// [`Unreachable`](Self::Unreachable), [`TimedOut`](Self::TimedOut), HTTP 5xx and 429 are
+/// transient and retried; every other failure is returned at once.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ServerFailure {
+    /// No connection: refused, reset, or the host is unknown.
+    Unreachable(String),
+    /// No complete answer within the timeout.
+    TimedOut {
+        /// The timeout, in seconds.
+        seconds: f64,
+    },
+    /// An HTTP status other than 200.
+    HttpStatus {
+        /// The status code.
+        code: u16,
+        /// The start of the answer's body, as text.
+        body: String,
+    },
+    /// The answer could not be read as the protocol's answer: what was wrong.
+    Malformed(String),
+    /// The answer holds another number of scores than samples were sent.
+    WrongCount {
+        /// Samples sent.
+        expected: usize,
+        /// Scores received.
+        found: usize,
+    },
+    /// The server reported an error for one sample instead of its score.
+    SampleError {
+        /// The sample's index in the batch.
+        sample: usize,
+        /// The server's message.
+        message: String,
+    },
+}
+
+impl ServerFailure {
+    /// Whether a later attempt may succeed: no connection, a timeout, HTTP 5xx or 429.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ServerFailure::Unreachable(_) | ServerFailure::TimedOut { .. } => true,
+            ServerFailure::HttpStatus { code, .. } => *code >= 500 || *code == 429,
+            _ => false,
+        }
+    }
+}
+
+impl std::fmt::Display for ServerFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ServerFailure::Unreachable(reason) => write!(f, "unreachable ({reason})"),
+            ServerFailure::TimedOut { seconds } => write!(f, "no answer within {seconds} s"),
+            ServerFailure::HttpStatus { code, body } if body.is_empty() => {
+                write!(f, "HTTP status {code}")
+            }
+            ServerFailure::HttpStatus { code, body } => write!(f, "HTTP status {code}: {body}"),
+            ServerFailure::Malformed(what) => write!(f, "malformed answer: {what}"),
+            ServerFailure::WrongCount { expected, found } => {
+                write!(f, "{found} scores for {expected} samples")
+            }
+            ServerFailure::SampleError { sample, message } => {
+                write!(f, "error for sample {sample}: {message}")
+            }
+        }
+    }
 }
 
 /// One key that keeps a weights file from loading.

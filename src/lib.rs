@@ -99,7 +99,7 @@ pub mod schedule;
 mod tensor_util;
 pub mod trainer;
 
-pub use error::{Error, Result, WeightProblem};
+pub use error::{Error, Result, ServerFailure, WeightProblem};
 pub use rng::Rng;
 
 /// The types most programs need, for a glob import.

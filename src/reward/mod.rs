@@ -4,9 +4,12 @@
 //!   function to each sample's values; [`RewardSet`] weighs several;
 //! - [`ImageReward`]: scores RGB images with their prompts; [`JpegSize`] is the JPEG
 //!   (in)compressibility of DDPO and flow_grpo; [`DecodedReward`] scores latents with any of
-//!   them through a shared [`LatentDecoder`] (an [`ImageDecoder`]: the VAE).
+//!   them through a shared [`LatentDecoder`] (an [`ImageDecoder`]: the VAE);
+//! - [`http`]: clients of reward servers (UniRL's service, flow_grpo's GenEval server,
+//!   verl-omni's latent protocol).
 
 mod decoded;
+pub mod http;
 mod image;
 mod jpeg;
 
