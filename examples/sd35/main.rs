@@ -166,6 +166,7 @@ fn main() {
 
 /// Trains as `args` say; returns the last step's metrics (`None` when nothing was left to do).
 pub fn run(args: Args) -> Result<Option<StepMetrics>> {
+    setup::check_sources(&args)?;
     let checkpoint = args.out.join(CHECKPOINT_FILE);
     check_output_folder(&args, &checkpoint)?;
     let device = Backend::from_flag(args.backend)?.open()?.autodiff();

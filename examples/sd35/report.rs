@@ -49,7 +49,7 @@ impl Progress {
         let rewards: Vec<String> = metrics
             .rewards
             .iter()
-            .map(|r| format!("{} {:.4} ± {:.4}", r.name, r.mean, r.std))
+            .map(|r| format!("{} {} ± {}", r.name, readable(r.mean), readable(r.std)))
             .collect();
         let optimiser_steps = metrics.updates.max(1);
         let line = format!(
@@ -84,6 +84,17 @@ impl Progress {
     /// Ends the bar.
     pub fn finish(&self) {
         self.bar.finish();
+    }
+}
+
+/// Four significant digits, in scientific notation where fixed decimals would hide them
+/// (a 16² JPEG's −2.2e-3 and its 1e-5 spread).
+fn readable(value: f64) -> String {
+    let magnitude = value.abs();
+    if magnitude != 0.0 && !(1e-2..1e5).contains(&magnitude) {
+        format!("{value:.3e}")
+    } else {
+        format!("{value:.4}")
     }
 }
 
@@ -226,12 +237,16 @@ fn draw(
             .caption(format!("reward {name}"), ("sans-serif", 20))
             .margin(10)
             .x_label_area_size(35)
-            .y_label_area_size(60)
+            .y_label_area_size(80)
             .build_cartesian_2d(0.0..last_step + 1.0, low - pad..high + pad)?;
+        // Enough decimals to tell the ticks of a narrow range apart.
+        let decimals = (-(high - low + 2.0 * pad).log10()).ceil().max(0.0) as usize + 1;
+        let tick = |value: &f64| format!("{value:.decimals$}");
         chart
             .configure_mesh()
             .x_desc("step")
             .y_desc("mean")
+            .y_label_formatter(&tick)
             .draw()?;
         chart
             .draw_series(LineSeries::new(

@@ -104,7 +104,6 @@ pub struct Run {
 impl Run {
     /// Builds the parts from the command line; `device` is the training (autodiff) device.
     pub fn new(args: &Args, device: &Device) -> Result<Self> {
-        check_sources(args)?;
         let inference = device.clone().without_autodiff();
         let vae = load_vae(args, &inference)?;
         let factor = vae.config().upsampling_factor();
@@ -195,7 +194,7 @@ impl Run {
 }
 
 /// Weights or `--random-init`, not both; the tiny preset exists only with random weights.
-fn check_sources(args: &Args) -> Result<()> {
+pub fn check_sources(args: &Args) -> Result<()> {
     if args.random_init && (args.weights.is_some() || args.vae.is_some()) {
         return Err(Error::InvalidArgument {
             name: "--random-init".into(),

@@ -28,11 +28,14 @@ fn run(args: Args) -> flow_rl::Result<Option<StepMetrics>> {
 
 /// The tiny preset's arguments with `extra` appended, writing into `out`.
 fn tiny_args(out: &Path, extra: &[&str]) -> Args {
-    let mut argv = vec![
-        "sd35",
-        "--preset",
-        "tiny",
-        "--random-init",
+    small_run_args(out, &["--preset", "tiny", "--random-init"], extra)
+}
+
+/// A small run's arguments: `source` (the model), then `extra`, writing into `out`.
+fn small_run_args(out: &Path, source: &[&str], extra: &[&str]) -> Args {
+    let mut argv = vec!["sd35"];
+    argv.extend_from_slice(source);
+    argv.extend_from_slice(&[
         "--group-size",
         "2",
         "--prompts-per-rollout",
@@ -58,7 +61,7 @@ fn tiny_args(out: &Path, extra: &[&str]) -> Args {
         "--learning-rate",
         "1e-2",
         "--out",
-    ];
+    ]);
     let out = out.to_str().unwrap();
     argv.push(out);
     argv.extend_from_slice(extra);
@@ -194,6 +197,54 @@ fn a_resumed_run_continues_exactly_as_the_uninterrupted_one() {
     assert_eq!(adapter_tensors(split.path()), adapter_tensors(whole.path()));
     // Nothing is left to do: a third call trains no step.
     assert!(steps(split.path(), "2", true).is_none());
+}
+
+#[test]
+fn the_transformer_and_the_vae_load_from_weights_files() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let path = |relative: &str| fixtures.join(relative).display().to_string();
+    let (weights, vae, embeddings) = (
+        path("mmdit/dual/official.safetensors"),
+        path("vae/diffusers"),
+        path("mmdit/prompts.safetensors"),
+    );
+    let out = tempfile::tempdir().unwrap();
+    // The fixture MMDiT's 8² positional table and the fixture VAE's factor 4: 32² images.
+    let source = [
+        "--weights",
+        &weights,
+        "--vae",
+        &vae,
+        "--embeddings",
+        &embeddings,
+        "--precision",
+        "f32",
+        "--resolution",
+        "32",
+    ];
+    let last = run(small_run_args(out.path(), &source, &["--train-steps", "1"]))
+        .unwrap()
+        .unwrap();
+    assert!(last.rewards[0].mean.is_finite());
+    let grid = image::open(out.path().join(EVAL_FOLDER).join("step_000001.png")).unwrap();
+    // The fixture has 2 prompts: a 2 × 1 grid of 32² images.
+    assert_eq!((grid.width(), grid.height()), (2 * 32, 32));
+
+    let elsewhere = tempfile::tempdir().unwrap();
+    let tiny_with_weights = small_run_args(
+        elsewhere.path(),
+        &["--preset", "tiny", "--weights", &weights],
+        &[],
+    );
+    let error = run(tiny_with_weights).unwrap_err();
+    assert!(error.to_string().contains("--random-init"), "{error}");
+    assert!(
+        std::fs::read_dir(elsewhere.path())
+            .unwrap()
+            .next()
+            .is_none(),
+        "nothing written"
+    );
 }
 
 #[test]
