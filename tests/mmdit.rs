@@ -660,10 +660,13 @@ fn a_lora_trainer_checkpoint_restores_the_adapters() {
         .with_group_size(2)
         .with_groups_per_rollout(1)
         .with_learning_rate(1e-3);
+    // The checkpoint holds the adapters, not the frozen base: a resumed run starts from the
+    // same base weights, and fresh adapters (another random A) that the checkpoint replaces.
+    let base = MmditConfig::tiny().init(&device).unwrap();
     let policy = || {
         MmditLoraConfig::new()
             .with_rank(2)
-            .apply(MmditConfig::tiny().init(&device).unwrap())
+            .apply(base.clone())
             .unwrap()
     };
     let normal = Distribution::Normal(0.0, 1.0);

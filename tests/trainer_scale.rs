@@ -406,3 +406,67 @@ fn a_checkpoint_resumes_with_other_micro_batch_and_chunk_sizes() {
         "another group size is another run"
     );
 }
+
+#[test]
+fn a_lora_checkpoint_holds_the_adapters_alone_and_refuses_a_policy_it_does_not_cover() {
+    let device = Device::default().autodiff();
+    device.seed(4);
+    let frozen = MmditConfig::tiny().init(&device).unwrap();
+    let base_bytes: usize = module_values(&frozen).len() * 4;
+    let attention = MmditLoraConfig::new()
+        .with_rank(2)
+        .apply(frozen.clone())
+        .unwrap();
+    let normal = Distribution::Normal(0.0, 1.0);
+    let conditions = MmditCondition::new(
+        Tensor::<3>::random([1, 3, 64], normal, &device),
+        Tensor::<2>::random([1, 32], normal, &device),
+    );
+    let reward = RewardSet::single(HostReward::new("mean", |sample: &[f32]| {
+        sample.iter().sum::<f32>() / sample.len() as f32
+    }));
+    let config = TrainerConfig::new(16 * 4 * 4)
+        .with_group_size(2)
+        .with_groups_per_rollout(1)
+        .with_minibatches_per_rollout(1);
+    let mut trainer = Trainer::new(config.clone(), attention.clone(), &device).unwrap();
+    trainer.step(&conditions, &reward).unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let path = scratch.path().join("lora.ckpt");
+    trainer.save_checkpoint(&path).unwrap();
+
+    // The frozen base (f32, the model's bulk) is not in the file.
+    let size = std::fs::metadata(&path).unwrap().len() as usize;
+    assert!(
+        size < base_bytes / 4,
+        "{size} bytes for a {base_bytes}-byte base"
+    );
+    let resumed = Trainer::new(config.clone(), attention.clone(), &device)
+        .unwrap()
+        .load_checkpoint(&path)
+        .unwrap();
+    assert_eq!(
+        module_values(resumed.policy()),
+        module_values(trainer.policy())
+    );
+
+    // A policy with more trainable parameters than the checkpoint holds is refused.
+    let wider = MmditLoraConfig::new()
+        .with_rank(2)
+        .with_targets(vec![
+            flow_rl::models::mmdit::LoraTarget::Attention,
+            flow_rl::models::mmdit::LoraTarget::Mlp,
+        ])
+        .apply(frozen)
+        .unwrap();
+    let Err(error) = Trainer::new(config, wider, &device)
+        .unwrap()
+        .load_checkpoint(&path)
+    else {
+        panic!("a checkpoint without the MLP adapters loaded into a policy that trains them");
+    };
+    assert!(
+        error.to_string().contains("trainable parameters"),
+        "{error}"
+    );
+}

@@ -1,6 +1,9 @@
-//! Checkpoints of a [`Trainer`]: policy, optimiser state, RNG state, step counter and the
-//! per-prompt tracker in one
-//! file, written atomically.
+//! Checkpoints of a [`Trainer`]: the policy's trainable parameters, optimiser state, RNG
+//! state, step counter and the per-prompt tracker in one file, written atomically.
+//!
+//! Frozen parameters (a LoRA policy's base weights) are not written: they are the ones the
+//! trainer was built with, so a resumed run builds its policy from the same base weights.
+//! For SD3.5-medium with rank-32 adapters that is 0.3 GB of checkpoint instead of 10 GB.
 //!
 //! Layout: the magic `FLOWRLCK`, a format version (u32 LE), then three length-prefixed
 //! (u64 LE) sections — a JSON header (configuration, step, RNG), the policy's burnpack record
@@ -11,7 +14,8 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use burn::module::list_param_ids;
+use burn::module::{ModuleVisitor, Param, ParamGroup, ParamId, list_param_ids};
+use burn::prelude::Tensor;
 use burn::store::ModuleRecord;
 use burn::store::burn_pack::Reader;
 use burn::tensor::Bytes;
@@ -44,7 +48,8 @@ struct Header {
 }
 
 impl<P: FlowPolicy> Trainer<P> {
-    /// Writes the trainer's state to `path`: to a temporary file beside it, synced, then
+    /// Writes the trainer's state to `path` (the policy's trainable parameters, not its frozen
+    /// ones: see the module docs): to a temporary file beside it, synced, then
     /// renamed over `path`, so a crash leaves the previous checkpoint intact. Temporaries
     /// that killed saves to `path` left behind are removed first (on Linux).
     ///
@@ -61,7 +66,7 @@ impl<P: FlowPolicy> Trainer<P> {
         let policy = self
             .policy
             .clone()
-            .into_record()
+            .into_record_group(ParamGroup::from_ids(trainable_param_ids(&self.policy)))
             .into_bytes()
             .map_err(|err| checkpoint_error(path, format!("{err:?}")))?;
         let optimizer = self
@@ -82,7 +87,9 @@ impl<P: FlowPolicy> Trainer<P> {
 
     /// Restores the state saved by [`Trainer::save_checkpoint`]. The trainer must have been
     /// built with the same configuration, apart from `metrics_path`, `rollout_batch_size` and
-    /// `micro_batch_rows`: with those unchanged the resumed run is bit-exact.
+    /// `micro_batch_rows`, and with a policy whose frozen parameters are the saved run's (the
+    /// same base weights): with those unchanged the resumed run is bit-exact. A checkpoint
+    /// that lacks one of the policy's trainable parameters is refused.
     ///
     /// Errors if the path is missing or not a regular file ([`Error::Io`]), or if the file is
     /// truncated or corrupt, in the format 1 of earlier versions, comes from another
@@ -107,11 +114,14 @@ impl<P: FlowPolicy> Trainer<P> {
             ));
         }
         let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(policy.to_vec()))
-            .map_err(|err| checkpoint_error(path, format!("policy record: {err:?}")))?;
+            .map_err(|err| checkpoint_error(path, format!("policy record: {err:?}")))?
+            .allow_partial(true);
         self.policy = self
             .policy
             .try_load_record(record)
             .map_err(|err| checkpoint_error(path, format!("policy record: {err:?}")))?;
+        check_policy_record(policy, &self.policy)
+            .map_err(|why| checkpoint_error(path, format!("policy record: {why}")))?;
         check_optimizer_record(optimizer, &self.policy)
             .map_err(|why| checkpoint_error(path, format!("optimizer record: {why}")))?;
         self.optimizer = self
@@ -215,6 +225,50 @@ fn check_optimizer_record<P: FlowPolicy>(
             }
             Some(_) => {}
         }
+    }
+    Ok(())
+}
+
+/// The ids of the parameters that are trained (require a gradient).
+fn trainable_param_ids<P: FlowPolicy>(policy: &P) -> Vec<ParamId> {
+    struct Trainable(Vec<ParamId>);
+    impl ModuleVisitor for Trainable {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            if param.val().is_require_grad() {
+                self.0.push(param.id);
+            }
+        }
+    }
+    let mut trainable = Trainable(Vec::new());
+    policy.visit(&mut trainable);
+    trainable.0
+}
+
+/// Checks that the record held every trainable parameter of `policy`, into which it was
+/// loaded as a partial record (frozen parameters are not saved): loading gives each
+/// parameter the record's id, so a trainable parameter with an id the record lacks kept its
+/// initial value.
+fn check_policy_record<P: FlowPolicy>(
+    record: &[u8],
+    policy: &P,
+) -> std::result::Result<(), String> {
+    let reader = Reader::from_bytes(Bytes::from_bytes_vec(record.to_vec()))
+        .map_err(|err| format!("not a burnpack record: {err:?}"))?;
+    let stored: BTreeSet<u64> = reader
+        .into_tensors()
+        .map_err(|err| format!("unreadable tensors: {err:?}"))?
+        .into_iter()
+        .filter_map(|tensor| tensor.param_id)
+        .collect();
+    let missing = trainable_param_ids(policy)
+        .into_iter()
+        .filter(|id| !stored.contains(&id.val()))
+        .count();
+    if missing > 0 {
+        return Err(format!(
+            "it lacks {missing} of the policy's trainable parameters; expected a checkpoint of \
+             this policy"
+        ));
     }
     Ok(())
 }
