@@ -1,4 +1,5 @@
-//! File reading and writing shared by checkpoints, adapters, embedding files and logs.
+//! File reading and writing shared by checkpoints, adapters, embedding files and logs;
+//! [`write_atomically`] is public for programs that write their own outputs the same way.
 //!
 //! Writes are atomic: the contents go to a temporary file beside the target, named
 //! `.{target}.{pid}.{random}.tmp`, which is synced and then renamed over the target. A writer
@@ -15,8 +16,18 @@ use crate::error::{Error, Result};
 /// `path`, so a crash leaves either the old file or the new one, never a torn one.
 ///
 /// Before writing, removes the temporaries of `path` left by writers that no longer run.
+/// On Unix the file gets the permissions a plain `File::create` would give (0o666 less the
+/// umask), not the temporary's private 0o600.
 /// Errors if `path` names a folder or a device, or if the folder cannot be written.
-pub(crate) fn write_atomically(path: &Path, contents: &[u8]) -> Result<()> {
+///
+/// ```
+/// let folder = tempfile::tempdir().unwrap();
+/// let path = folder.path().join("notes.txt");
+/// flow_rl::io::write_atomically(&path, b"step 10")?;
+/// assert_eq!(std::fs::read(&path).unwrap(), b"step 10");
+/// # Ok::<(), flow_rl::Error>(())
+/// ```
+pub fn write_atomically(path: &Path, contents: &[u8]) -> Result<()> {
     check_replaceable(path)?;
     let name = path
         .file_name()
@@ -34,10 +45,15 @@ pub(crate) fn write_atomically(path: &Path, contents: &[u8]) -> Result<()> {
     };
     remove_stale_temporaries(folder, &name);
 
-    let mut temporary = tempfile::Builder::new()
-        .prefix(&format!(".{name}.{}.", std::process::id()))
+    let prefix = format!(".{name}.{}.", std::process::id());
+    let mut builder = tempfile::Builder::new();
+    builder
+        .prefix(&prefix)
         .suffix(".tmp")
-        .rand_bytes(RANDOM_CHARS)
+        .rand_bytes(RANDOM_CHARS);
+    #[cfg(unix)]
+    builder.permissions(created_file_permissions());
+    let mut temporary = builder
         .tempfile_in(folder)
         .map_err(|err| Error::io(folder, err))?;
     temporary
@@ -50,6 +66,13 @@ pub(crate) fn write_atomically(path: &Path, contents: &[u8]) -> Result<()> {
         .map_err(|err| Error::io(path, err.error))?;
     sync_folder(folder);
     Ok(())
+}
+
+/// 0o666, which the kernel narrows by the umask when it creates the file, as for any file.
+#[cfg(unix)]
+fn created_file_permissions() -> fs::Permissions {
+    use std::os::unix::fs::PermissionsExt;
+    fs::Permissions::from_mode(0o666)
 }
 
 /// Reads a whole regular file; a folder or a device is an error that says so.

@@ -86,7 +86,7 @@ pub mod backend;
 pub mod buffer;
 pub mod drift;
 pub mod error;
-mod io;
+pub mod io;
 pub mod kernel;
 pub mod metrics;
 pub mod models;

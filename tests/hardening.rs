@@ -326,3 +326,19 @@ fn huge_step_counts_and_reward_weights_are_errors() {
         .unwrap_err();
     assert!(matches!(err, Error::NonFinite { index: 0, .. }), "{err:?}");
 }
+
+/// Atomic writes give the permissions a plain file gets, not the temporary's private 0o600.
+#[cfg(unix)]
+#[test]
+fn atomically_written_files_get_the_permissions_of_a_plain_new_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let folder = tempfile::tempdir().unwrap();
+    let plain = folder.path().join("plain");
+    std::fs::File::create(&plain).unwrap();
+    let atomic = folder.path().join("atomic");
+    flow_rl::io::write_atomically(&atomic, b"contents").unwrap();
+    let mode =
+        |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&atomic), mode(&plain));
+    assert_eq!(std::fs::read(&atomic).unwrap(), b"contents");
+}

@@ -2,9 +2,9 @@
 //! decoded into a PNG grid, and scored with the training rewards.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::Path;
 
+use flow_rl::io::write_atomically;
 use flow_rl::kernel::Ode;
 use flow_rl::metrics::JsonLinesWriter;
 use flow_rl::models::mmdit::{Mmdit, MmditCondition};
@@ -113,16 +113,4 @@ fn write_png(path: &Path, image: &RgbImage) -> Result<()> {
         .write_to(&mut bytes, image::ImageFormat::Png)
         .map_err(|err| Error::io(path, std::io::Error::other(err)))?;
     write_atomically(path, bytes.get_ref())
-}
-
-/// Writes `contents` to a temporary file beside `path`, then renames it over `path`.
-pub fn write_atomically(path: &Path, contents: &[u8]) -> Result<()> {
-    let folder = path.parent().unwrap_or(Path::new("."));
-    let mut file = tempfile::NamedTempFile::new_in(folder).map_err(|err| Error::io(folder, err))?;
-    file.write_all(contents)
-        .and_then(|_| file.as_file().sync_all())
-        .map_err(|err| Error::io(path, err))?;
-    file.persist(path)
-        .map_err(|err| Error::io(path, err.error))?;
-    Ok(())
 }

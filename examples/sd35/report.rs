@@ -5,13 +5,14 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use burn::prelude::*;
+use flow_rl::io::write_atomically;
 use flow_rl::metrics::{StepMetrics, read_json_lines};
 use flow_rl::{Error, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use plotters::prelude::*;
 use plotters::style::FontStyle;
 
-use crate::eval::{EVAL_FILE, EvalRecord, write_atomically};
+use crate::eval::{EVAL_FILE, EvalRecord};
 use crate::{Args, METRICS_FILE};
 
 /// The reward plot, under `--out`.
