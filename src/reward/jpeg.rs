@@ -62,18 +62,24 @@ impl JpegSize {
 
     /// The size of `image` as a quality-95 JPEG, in bytes.
     pub fn encoded_bytes(image: &RgbImage) -> Result<usize> {
-        let mut encoded = Cursor::new(Vec::new());
-        JpegEncoder::new_with_quality(&mut encoded, JPEG_QUALITY)
-            .encode_image(image)
-            .map_err(|error| {
-                Error::invalid(
-                    "image",
-                    format!("{}×{} ({error})", image.width(), image.height()),
-                    "an RGB image the JPEG encoder accepts (sides of 1 to 65535 pixels)",
-                )
-            })?;
-        Ok(encoded.into_inner().len())
+        Ok(jpeg_bytes(image, JPEG_QUALITY)?.len())
     }
+}
+
+/// `image` as JPEG bytes of the given quality (the JPEG rewards, and the image reward
+/// servers' requests).
+pub(crate) fn jpeg_bytes(image: &RgbImage, quality: u8) -> Result<Vec<u8>> {
+    let mut encoded = Cursor::new(Vec::new());
+    JpegEncoder::new_with_quality(&mut encoded, quality)
+        .encode_image(image)
+        .map_err(|error| {
+            Error::invalid(
+                "image",
+                format!("{}×{} ({error})", image.width(), image.height()),
+                "an RGB image the JPEG encoder accepts (sides of 1 to 65535 pixels)",
+            )
+        })?;
+    Ok(encoded.into_inner())
 }
 
 impl ImageReward for JpegSize {

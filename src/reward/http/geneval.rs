@@ -8,9 +8,10 @@ use image::RgbImage;
 use serde_pickle::{DeOptions, HashableValue, SerOptions, Value};
 
 use super::client::check_scores;
-use super::{RewardServerClient, RewardServerConfig, check_prompt_count, jpeg_bytes};
+use super::{RewardServerClient, RewardServerConfig, check_prompt_count};
 use crate::error::{Error, Result, ServerFailure};
 use crate::reward::ImageReward;
+use crate::reward::jpeg::jpeg_bytes;
 
 /// The JPEG quality flow_grpo sends GenEval images with (PIL's default).
 const GENEVAL_JPEG_QUALITY: u8 = 75;

@@ -23,27 +23,7 @@ pub use geneval::{GenevalReward, GenevalScore, load_geneval_metadata};
 pub use latent::{DRM_PROTOCOL_HEADER, DRM_PROTOCOL_VERSION, LatentReward};
 pub use unirl::{UNIRL_JPEG_QUALITY, UnirlReward};
 
-use std::io::Cursor;
-
-use image::RgbImage;
-use image::codecs::jpeg::JpegEncoder;
-
 use crate::error::{Error, Result};
-
-/// `image` as JPEG bytes of the given quality.
-fn jpeg_bytes(image: &RgbImage, quality: u8) -> Result<Vec<u8>> {
-    let mut encoded = Cursor::new(Vec::new());
-    JpegEncoder::new_with_quality(&mut encoded, quality)
-        .encode_image(image)
-        .map_err(|error| {
-            Error::invalid(
-                "image",
-                format!("{}×{} ({error})", image.width(), image.height()),
-                "an RGB image the JPEG encoder accepts (sides of 1 to 65535 pixels)",
-            )
-        })?;
-    Ok(encoded.into_inner())
-}
 
 /// Checks that an image reward got one prompt per image.
 fn check_prompt_count(reward: &str, images: usize, prompts: usize) -> Result<()> {

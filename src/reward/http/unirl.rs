@@ -11,9 +11,10 @@ use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
 use super::client::check_scores;
-use super::{RewardServerClient, RewardServerConfig, check_prompt_count, jpeg_bytes};
+use super::{RewardServerClient, RewardServerConfig, check_prompt_count};
 use crate::error::{Result, ServerFailure};
 use crate::reward::ImageReward;
+use crate::reward::jpeg::jpeg_bytes;
 
 /// The JPEG quality UniRL's client sends images with.
 pub const UNIRL_JPEG_QUALITY: u8 = 95;
