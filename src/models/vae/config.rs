@@ -2,7 +2,6 @@
 
 use burn::prelude::*;
 
-use super::decoder::VaeDecoder;
 use crate::error::{Error, Result};
 
 /// A diffusers `AutoencoderKL` decoder as SD3 uses it: `conv_in` (3×3, latents → the widest
@@ -112,11 +111,5 @@ impl VaeDecoderConfig {
             ));
         }
         Ok(())
-    }
-
-    /// A decoder with random weights (checked configuration first).
-    pub fn init(&self, device: &Device) -> Result<VaeDecoder> {
-        self.validate()?;
-        Ok(VaeDecoder::new(self.clone(), device))
     }
 }

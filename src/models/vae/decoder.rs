@@ -112,6 +112,15 @@ pub struct VaeDecoder {
     config: VaeDecoderConfig,
 }
 
+// Beside the model it builds, so that the configuration does not import the model.
+impl VaeDecoderConfig {
+    /// A decoder with random weights (checked configuration first).
+    pub fn init(&self, device: &Device) -> Result<VaeDecoder> {
+        self.validate()?;
+        Ok(VaeDecoder::new(self.clone(), device))
+    }
+}
+
 impl VaeDecoder {
     /// A decoder with random weights; `config` is assumed valid (use
     /// [`VaeDecoderConfig::init`]).
