@@ -11,9 +11,10 @@
 //! cargo run --release --example mmdit_bench -- --help
 //! ```
 //!
-//! Peak memory is what the backend reports (its allocator's bytes in use, sampled after each
-//! forward and backward) where it reports one; burn's CPU backend does not, so on `flex` the
-//! process's peak resident set size (Linux `VmHWM`) is printed instead, labelled as such.
+//! Peak memory is `flow_rl::memory::PeakMemory`'s: what the backend reports (its pool's
+//! reserved bytes and bytes in use, sampled after each forward and backward) where it reports
+//! one; burn's CPU backend does not, so on `flex` the process's peak resident set size (Linux
+//! `VmHWM`) is printed instead, labelled as such.
 
 use std::time::Instant;
 
@@ -21,6 +22,7 @@ use burn::prelude::*;
 use burn::tensor::{Distribution, FloatDType};
 use clap::{Parser, ValueEnum};
 use flow_rl::backend::Backend;
+use flow_rl::memory::PeakMemory;
 use flow_rl::models::mmdit::{
     LoraMemoryEstimate, LoraTarget, LoraWorkload, Mmdit, MmditConfig, MmditLoraConfig, plan_batches,
 };
@@ -264,46 +266,6 @@ fn time(iterations: usize, mut pass: impl FnMut() -> flow_rl::Result<()>) -> flo
         pass()?;
     }
     Ok(started.elapsed().as_secs_f64() / iterations.max(1) as f64)
-}
-
-/// The backend's peak bytes in use, or the process's peak resident set on backends that
-/// report nothing.
-struct PeakMemory {
-    device: Device,
-    peak: Option<u64>,
-}
-
-impl PeakMemory {
-    fn new(device: &Device) -> Self {
-        Self {
-            device: device.clone(),
-            peak: None,
-        }
-    }
-
-    fn sample(&mut self) {
-        if let Some(usage) = self.device.memory_pool_usage() {
-            self.peak = Some(self.peak.unwrap_or(0).max(usage.bytes_in_use));
-        }
-    }
-
-    fn report(&self) -> String {
-        match self.peak {
-            Some(bytes) => format!("{} (backend)", gib(bytes)),
-            None => match process_peak_rss() {
-                Some(bytes) => format!("{} (process RSS)", gib(bytes)),
-                None => "not reported".into(),
-            },
-        }
-    }
-}
-
-/// `VmHWM` from `/proc/self/status`: the process's peak resident set, in bytes.
-fn process_peak_rss() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
 }
 
 fn gibibytes(bytes: u64) -> f64 {

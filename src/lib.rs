@@ -18,7 +18,7 @@
 //! - [`policy`]: the [`FlowPolicy`](policy::FlowPolicy) trait you implement for your model,
 //!   and classifier-free guidance as a wrapper;
 //! - [`rollout`], [`buffer`], [`reward`] and [`trainer`]: the online RL loop, with atomic
-//!   checkpoints and JSON-lines [`metrics`];
+//!   checkpoints and JSON-lines [`metrics`]; [`memory`]: a run's peak memory;
 //! - [`models`]: a small MLP policy and flow-matching pre-training, and
 //!   [`models::mmdit`], the SD3/SD3.5 transformer: official and diffusers weights, LoRA,
 //!   prompt-embedding files (see `docs/sd35.md`); [`drift`]: the exact trajectory KL between
@@ -88,6 +88,7 @@ pub mod drift;
 pub mod error;
 pub mod io;
 pub mod kernel;
+pub mod memory;
 pub mod metrics;
 pub mod models;
 pub mod objective;
@@ -141,3 +142,13 @@ pub struct Sd35GuideDoctests;
 #[cfg(doctest)]
 #[doc = include_str!("../docs/text_encoders.md")]
 pub struct TextEncodersGuideDoctests;
+
+/// The CLIP guide's Rust examples, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/clip.md")]
+pub struct ClipGuideDoctests;
+
+/// The rewards guide's Rust examples, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/rewards.md")]
+pub struct RewardsGuideDoctests;

@@ -6,6 +6,7 @@ use std::path::Path;
 
 use burn::prelude::*;
 use flow_rl::io::write_atomically;
+use flow_rl::memory::PeakMemory;
 use flow_rl::metrics::{StepMetrics, read_json_lines};
 use flow_rl::{Error, Result};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -97,50 +98,6 @@ fn readable(value: f64) -> String {
     } else {
         format!("{value:.4}")
     }
-}
-
-/// The backend's memory pool (reserved bytes: at least the peak in use since it grew), or
-/// the process's peak resident set where the backend reports no pool (flex).
-struct PeakMemory {
-    device: Device,
-    reserved: Option<u64>,
-}
-
-impl PeakMemory {
-    fn new(device: &Device) -> Self {
-        Self {
-            device: device.clone(),
-            reserved: None,
-        }
-    }
-
-    fn sample(&mut self) {
-        if let Some(usage) = self.device.memory_pool_usage() {
-            self.reserved = Some(self.reserved.unwrap_or(0).max(usage.bytes_reserved));
-        }
-    }
-
-    fn report(&self) -> String {
-        match self.reserved {
-            Some(bytes) => format!("{} reserved by the device pool", gib(bytes)),
-            None => match process_peak_rss() {
-                Some(bytes) => format!("{} peak process RSS", gib(bytes)),
-                None => "not reported".into(),
-            },
-        }
-    }
-}
-
-/// `VmHWM` from `/proc/self/status`: the process's peak resident set, in bytes.
-fn process_peak_rss() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
-}
-
-fn gib(bytes: u64) -> String {
-    format!("{:.2} GiB", bytes as f64 / (1u64 << 30) as f64)
 }
 
 /// Drops the lines of steps after the checkpoint's `steps_done` from `metrics.jsonl` and

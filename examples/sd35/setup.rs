@@ -1,7 +1,6 @@
 //! What a run is made of: the MMDiT with LoRA, the VAE, the prompt embeddings, and the
 //! trainer's configuration.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use burn::module::{Module, ModuleVisitor, Param};
@@ -12,15 +11,14 @@ use flow_rl::kernel::{FlowSdeConfig, KernelConfig};
 use flow_rl::models::mmdit::{
     Mmdit, MmditCheckpoint, MmditConfig, MmditLoraConfig, PromptEmbeddings,
 };
-use flow_rl::models::prompt_encoder::{PromptEncoder, read_prompt_list};
 use flow_rl::models::vae::{VaeDecoder, VaeDecoderConfig, VaeWeights};
 use flow_rl::objective::ObjectiveConfig;
 use flow_rl::reward::LatentDecoder;
 use flow_rl::schedule::{SdeStepSelection, SigmaScheduleConfig};
 use flow_rl::trainer::{Trainer, TrainerConfig};
-use flow_rl::{Error, Result, Rng};
+use flow_rl::{Error, Result};
 
-use crate::Args;
+use crate::{Args, prompts};
 
 /// The model sizes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -44,10 +42,6 @@ pub enum Precision {
     F32,
 }
 
-/// Context tokens of a random prompt embedding: CLIP's 77 and T5's 256, as diffusers pads.
-const RANDOM_CONTEXT_TOKENS: usize = 77 + 256;
-/// Context tokens of the tiny preset's random prompts.
-const TINY_CONTEXT_TOKENS: usize = 8;
 /// The tiny preset's latent side.
 const TINY_LATENT_SIDE: usize = 8;
 /// SD3.5's default image side.
@@ -74,7 +68,7 @@ impl Preset {
 const MMDIT_SEED_OFFSET: u64 = 1;
 const VAE_SEED_OFFSET: u64 = 2;
 const LORA_SEED_OFFSET: u64 = 3;
-const PROMPT_SEED_OFFSET: u64 = 4;
+pub(crate) const PROMPT_SEED_OFFSET: u64 = 4;
 
 /// Draws a module's random parameters now. burn initialises parameters lazily, at first use,
 /// so without this the draws of the VAE (whose weights no checkpoint holds) would interleave
@@ -121,7 +115,7 @@ impl Run {
                 expected: format!("the MMDiT's {channels} latent channels"),
             });
         }
-        let embeddings = load_embeddings(args, mmdit.config(), &inference)?;
+        let embeddings = prompts::load_embeddings(args, mmdit.config(), &inference)?;
         let decoder = LatentDecoder::new(vae, latent_side, latent_side)?
             .with_chunk_size(args.decode_batch_size)?;
         device.seed(args.seed.wrapping_add(LORA_SEED_OFFSET));
@@ -292,73 +286,4 @@ fn load_vae(args: &Args, device: &Device) -> Result<VaeDecoder> {
             })
         }
     }
-}
-
-/// `--embeddings`, the `--prompts` encoded with the `--weights` folder's text encoders, or
-/// (with `--random-init` and neither) random embeddings of placeholder prompts.
-fn load_embeddings(args: &Args, config: &MmditConfig, device: &Device) -> Result<PromptEmbeddings> {
-    let embeddings = match (&args.embeddings, &args.prompts) {
-        (Some(path), _) => PromptEmbeddings::load(path, device)?,
-        (None, Some(list)) => encode_prompt_list(args, list, device)?,
-        (None, None) if args.random_init => random_embeddings(args, config, device)?,
-        (None, None) => {
-            return Err(Error::InvalidArgument {
-                name: "--embeddings".into(),
-                value: "none".into(),
-                expected: "a prompt-embedding file, or --prompts with a diffusers --weights \
-                           folder"
-                    .into(),
-            });
-        }
-    };
-    embeddings.check_widths(config)?;
-    Ok(embeddings)
-}
-
-fn encode_prompt_list(args: &Args, list: &Path, device: &Device) -> Result<PromptEmbeddings> {
-    let folder = args
-        .weights
-        .as_ref()
-        .filter(|path| path.is_dir())
-        .ok_or_else(|| Error::InvalidArgument {
-            name: "--prompts".into(),
-            value: list.display().to_string(),
-            expected: "--weights naming a diffusers folder with text_encoder*/ and \
-                       tokenizer*/ (or pass --embeddings)"
-                .into(),
-        })?;
-    let prompts = read_prompt_list(list)?;
-    // T5 overflows in f16: encode in bf16 unless f32 was asked for.
-    let dtype = match args.precision {
-        Some(Precision::F32) => FloatDType::F32,
-        _ => FloatDType::BF16,
-    };
-    let encoder = PromptEncoder::from_diffusers_folder(
-        folder,
-        Some(dtype),
-        args.max_sequence_length,
-        device,
-    )?;
-    let refs: Vec<&str> = prompts.iter().map(String::as_str).collect();
-    encoder.encode(&refs)
-}
-
-/// Normal random embeddings for `max(prompts per rollout, eval prompts)` placeholder prompts.
-fn random_embeddings(
-    args: &Args,
-    config: &MmditConfig,
-    device: &Device,
-) -> Result<PromptEmbeddings> {
-    let count = args.prompts_per_rollout.max(args.eval_prompts).max(1);
-    let tokens = match args.preset {
-        Preset::Tiny => TINY_CONTEXT_TOKENS,
-        Preset::Medium | Preset::Large => RANDOM_CONTEXT_TOKENS,
-    };
-    let mut rng = Rng::seed_from(args.seed.wrapping_add(PROMPT_SEED_OFFSET));
-    let context = rng
-        .normal_tensor([count * tokens, config.context_dim], device)
-        .reshape([count, tokens, config.context_dim]);
-    let pooled = rng.normal_tensor([count, config.pooled_dim], device);
-    let prompts = (0..count).map(|i| format!("random prompt {i}")).collect();
-    PromptEmbeddings::new(prompts, context, pooled)
 }
