@@ -60,7 +60,10 @@ struct Args {
 }
 
 fn main() -> flow_rl::Result<()> {
-    let args = Args::parse();
+    run(&Args::parse())
+}
+
+fn run(args: &Args) -> flow_rl::Result<()> {
     let device = Backend::from_flag(args.backend)?.open()?;
     let prompts = read_prompt_list(&args.prompts)?;
     println!(
@@ -106,11 +109,13 @@ fn main() -> flow_rl::Result<()> {
     }
     bar.finish_and_clear();
     // The encoders are no longer needed: free them before the embeddings are gathered.
+    let record = encoder.encoding();
     drop(encoder);
     let seconds = encoding.elapsed().as_secs_f64();
 
     let embeddings =
-        PromptEmbeddings::new(prompts, Tensor::cat(contexts, 0), Tensor::cat(pooled, 0))?;
+        PromptEmbeddings::new(prompts, Tensor::cat(contexts, 0), Tensor::cat(pooled, 0))?
+            .with_encoding(record)?;
     embeddings.save(&args.out)?;
     println!(
         "encoded {} prompts in {seconds:.1} s ({:.2} prompts/s): context {:?}, pooled {:?} -> {}",
@@ -121,4 +126,52 @@ fn main() -> flow_rl::Result<()> {
         args.out.display()
     );
     Ok(())
+}
+
+#[cfg(test)]
+#[path = "../tests/support/text_encoder_folder.rs"]
+mod text_encoder_folder;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_a_prompt_embedding_file_that_records_its_encoding() {
+        let root = tempfile::tempdir().unwrap();
+        text_encoder_folder::write_text_encoders(root.path());
+        let list = root.path().join("prompts.json");
+        std::fs::write(&list, r#"["a cat", "", "two dogs"]"#).unwrap();
+        let out = root.path().join("prompts.safetensors");
+        let args = Args::try_parse_from([
+            "encode_prompts",
+            "--model",
+            root.path().to_str().unwrap(),
+            "--prompts",
+            list.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--max-sequence-length",
+            "9",
+            "--batch-size",
+            "2",
+            "--precision",
+            "f32",
+        ])
+        .unwrap();
+        run(&args).unwrap();
+        let embeddings = PromptEmbeddings::load(&out, &Device::default()).unwrap();
+        assert_eq!(embeddings.prompts, ["a cat", "", "two dogs"]);
+        assert_eq!(embeddings.context.dims(), [3, 77 + 9, 32]);
+        let encoding = embeddings
+            .encoding()
+            .expect("the file records its encoding");
+        assert_eq!(encoding.max_sequence_length, 9);
+        assert!(
+            encoding
+                .encoders
+                .iter()
+                .all(|encoder| encoder.dtype == "f32")
+        );
+    }
 }

@@ -1,7 +1,8 @@
 //! Files whose float tensors do not share one dtype (an f32 bias among bf16 weights): the
 //! dtype they are cast to at load time, so that no layer mixes dtypes in the forward pass.
 
-use burn::tensor::DType;
+use burn::store::burn_pack::Tensor as PackTensor;
+use burn::tensor::{DType, FloatDType};
 
 /// The float dtype that holds the most elements among `tensors` (`(key, dtype, elements)`)
 /// and the keys stored in another float dtype, which the caller casts to it; `None` when
@@ -31,6 +32,25 @@ pub(crate) fn prevailing_dtype<'a>(
         .map(|&(key, _, _)| key)
         .collect();
     Some((prevailing, others))
+}
+
+/// The dtype to load a file's `tensors` (`(key, tensor)`) in when its float tensors do not
+/// share one ([`prevailing_dtype`], the cast keys logged with [`warn_cast`]); `None` when they
+/// do, so that each keeps its stored dtype.
+pub(crate) fn cast_if_mixed<'a>(
+    path: &std::path::Path,
+    tensors: impl IntoIterator<Item = (&'a str, &'a PackTensor)>,
+) -> Option<FloatDType> {
+    let stored = tensors.into_iter().map(|(key, tensor)| {
+        let elements = tensor.shape.to_vec().iter().product();
+        (key, tensor.dtype, elements)
+    });
+    let (prevailing, others) = prevailing_dtype(stored)?;
+    if others.is_empty() {
+        return None;
+    }
+    warn_cast(path, prevailing, &others);
+    Some(prevailing.into())
 }
 
 /// Logs the keys cast to the prevailing dtype, naming the file.

@@ -42,6 +42,7 @@ mod lora;
 mod memory;
 pub(crate) mod mixed_dtypes;
 mod model;
+mod prompt_encoding;
 mod prompts;
 mod safetensors_io;
 mod surrogate;
@@ -61,5 +62,6 @@ pub use lora::{
 };
 pub use memory::{BatchPlan, LoraMemoryEstimate, LoraWorkload, plan_batches};
 pub use model::Mmdit;
+pub use prompt_encoding::{EncoderRecord, PromptEncoding};
 pub use prompts::PromptEmbeddings;
 pub use weights::{MmditCheckpoint, WeightLayout};

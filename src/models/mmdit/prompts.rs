@@ -1,5 +1,4 @@
-//! Precomputed text conditions and their file format (text encoders are not part of the
-//! crate).
+//! Precomputed text conditions and their file format.
 
 use std::path::Path;
 
@@ -8,6 +7,7 @@ use burn::tensor::DType;
 
 use super::MmditCondition;
 use super::MmditConfig;
+use super::prompt_encoding::PromptEncoding;
 use super::safetensors_io::{SafetensorsFile, write_file_atomically};
 use crate::error::{Error, Result};
 use crate::policy::ConditionBatch;
@@ -16,15 +16,19 @@ use crate::policy::ConditionBatch;
 const FORMAT: &str = "flow-rl/prompt-embeddings";
 /// The version of the format this crate writes and reads.
 const VERSION: &str = "1";
+/// The metadata key of the [`PromptEncoding`] record (optional: files written by other tools
+/// lack it).
+const ENCODING: &str = "encoding";
 
 /// Text conditions of an [`Mmdit`](super::Mmdit), one row per prompt: context tokens
 /// `[P, L, context_dim]` (SD3: CLIP-L/G hidden states padded to 4096 and T5-XXL's,
 /// `L = 77 + 256`) and pooled embeddings `[P, pooled_dim]` (SD3: CLIP-L ⊕ CLIP-G, 2048).
 ///
 /// **File format** (safetensors): tensors `context` `[P, L, D]` and `pooled` `[P, D_pooled]`
-/// in f32, f16 or bf16; metadata `format = "flow-rl/prompt-embeddings"`, `version = "1"`
-/// and `prompts`, a JSON array of the P prompt strings in row order. `docs/sd35.md` shows
-/// how to write one with diffusers' `encode_prompt`.
+/// in f32, f16 or bf16; metadata `format = "flow-rl/prompt-embeddings"`, `version = "1"`,
+/// `prompts`, a JSON array of the P prompt strings in row order, and optionally `encoding`,
+/// a [`PromptEncoding`] as JSON (what made the file: `max_sequence_length`, the encoders and
+/// tokenizers). `docs/sd35.md` shows how to write one with diffusers' `encode_prompt`.
 #[derive(Debug, Clone)]
 pub struct PromptEmbeddings {
     /// The prompts, one per row.
@@ -33,6 +37,8 @@ pub struct PromptEmbeddings {
     pub context: Tensor<3>,
     /// Pooled embeddings `[P, pooled_dim]`.
     pub pooled: Tensor<2>,
+    /// How they were encoded, when known; its context length is `L`.
+    encoding: Option<PromptEncoding>,
 }
 
 impl PromptEmbeddings {
@@ -57,7 +63,59 @@ impl PromptEmbeddings {
             prompts,
             context,
             pooled,
+            encoding: None,
         })
+    }
+
+    /// Records how the embeddings were encoded. Fails when the record's context length
+    /// (`clip_tokens + max_sequence_length`) is not the context's `L`.
+    pub fn with_encoding(mut self, encoding: PromptEncoding) -> Result<Self> {
+        let tokens = self.context_tokens();
+        if encoding.context_tokens() != tokens {
+            return Err(Error::invalid(
+                "prompt encoding",
+                format!(
+                    "{} CLIP + {} T5 tokens",
+                    encoding.clip_tokens, encoding.max_sequence_length
+                ),
+                format!("{tokens} tokens in all (the context's length)"),
+            ));
+        }
+        self.encoding = Some(encoding);
+        Ok(self)
+    }
+
+    /// How the embeddings were encoded, when the file says.
+    pub fn encoding(&self) -> Option<&PromptEncoding> {
+        self.encoding.as_ref()
+    }
+
+    /// Context tokens per prompt (`L`).
+    pub fn context_tokens(&self) -> usize {
+        self.context.dims()[1]
+    }
+
+    /// Checks that each prompt has `expected` context tokens (SD3: `77 +
+    /// max_sequence_length`), as a run encoding at one `max_sequence_length` expects of a
+    /// file made earlier. The error names both lengths, and the file's
+    /// `max_sequence_length` when it records one.
+    pub fn check_context_tokens(&self, expected: usize) -> Result<()> {
+        let tokens = self.context_tokens();
+        if tokens == expected {
+            return Ok(());
+        }
+        let value = match &self.encoding {
+            Some(encoding) => format!(
+                "{tokens} context tokens ({} CLIP + max_sequence_length {})",
+                encoding.clip_tokens, encoding.max_sequence_length
+            ),
+            None => format!("{tokens} context tokens"),
+        };
+        Err(Error::invalid(
+            "prompt embeddings",
+            value,
+            format!("{expected} context tokens per prompt"),
+        ))
     }
 
     /// The number of prompts.
@@ -84,6 +142,7 @@ impl PromptEmbeddings {
             prompts: indices.iter().map(|&i| self.prompts[i].clone()).collect(),
             context: picked.context,
             pooled: picked.pooled,
+            encoding: self.encoding.clone(),
         })
     }
 
@@ -169,9 +228,19 @@ impl PromptEmbeddings {
         for (name, data) in [("context", &context), ("pooled", &pooled)] {
             check_finite(path, name, data, &prompts)?;
         }
+        let encoding = file
+            .metadata_value(ENCODING)
+            .map(|text| PromptEncoding::from_json(text, &path.display().to_string()))
+            .transpose()?;
         let context = Tensor::<3>::from_data(context, (device, context_dtype));
         let pooled = Tensor::<2>::from_data(pooled, (device, pooled_dtype));
-        Self::new(prompts, context, pooled)
+        let embeddings = Self::new(prompts, context, pooled)?;
+        match encoding {
+            Some(encoding) => embeddings
+                .with_encoding(encoding)
+                .map_err(|err| error(err.to_string())),
+            None => Ok(embeddings),
+        }
     }
 
     /// Writes the embeddings (in their dtype) to `path`, atomically.
@@ -185,6 +254,9 @@ impl PromptEmbeddings {
             "prompts",
             serde_json::to_string(&self.prompts).expect("strings serialise"),
         );
+        if let Some(encoding) = &self.encoding {
+            file.metadata(ENCODING, encoding.to_json());
+        }
         write_file_atomically(path.as_ref(), &file)
     }
 }

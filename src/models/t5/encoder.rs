@@ -28,6 +28,9 @@ pub struct T5Encoder {
     pub blocks: Vec<T5Block>,
     /// The norm after the last block.
     pub final_norm: T5LayerNorm,
+    /// The architecture.
+    #[module(skip)]
+    pub(crate) config: T5Config,
 }
 
 impl T5Encoder {
@@ -49,7 +52,13 @@ impl T5Encoder {
                 .map(|_| T5Block::new(config, device))
                 .collect(),
             final_norm: T5LayerNorm::new(config.d_model, config.layer_norm_epsilon, device),
+            config: config.clone(),
         }
+    }
+
+    /// The architecture.
+    pub fn config(&self) -> &T5Config {
+        &self.config
     }
 
     /// The vocabulary size (rows of the embedding).

@@ -326,6 +326,7 @@ impl T5Weights {
             ),
             blocks,
             final_norm: norm("encoder.final_layer_norm.weight".to_owned())?,
+            config: config.clone(),
         })
     }
 

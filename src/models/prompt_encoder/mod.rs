@@ -1,15 +1,22 @@
-//! SD3's text condition from its three text encoders, as diffusers' `encode_prompt` builds it.
+//! SD3's text condition from its three text encoders, as diffusers' `encode_prompt` builds it:
+//! [`PromptEncoder`], the files it loads ([`PromptEncoderFiles`]) and prompt lists
+//! ([`read_prompt_list`]).
 
-use std::path::Path;
+mod files;
+mod prompt_list;
+
+pub use files::PromptEncoderFiles;
+pub use prompt_list::read_prompt_list;
+
+use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
 use burn::tensor::{DType, FloatDType};
 
-use super::clip::{ClipTextModel, ClipTextWeights, ClipTokenizer};
-use super::mmdit::PromptEmbeddings;
-use super::t5::{T5_MAX_POSITIONS, T5Encoder, T5Tokenizer, T5Weights};
 use crate::error::{Error, Result};
-use crate::io::check_regular_file;
+use crate::models::clip::{CONTEXT_LENGTH, ClipTextModel, ClipTextWeights, ClipTokenizer};
+use crate::models::mmdit::{EncoderRecord, PromptEmbeddings, PromptEncoding};
+use crate::models::t5::{T5_MAX_POSITIONS, T5Encoder, T5Tokenizer, T5Weights};
 
 /// T5 tokens per prompt when a run does not choose (diffusers' SD3 default; flow_grpo uses
 /// 128).
@@ -72,6 +79,8 @@ pub struct PromptEncoder {
     t5: T5TextEncoder,
     max_sequence_length: usize,
     batch_size: usize,
+    /// Where the encoders came from, when loaded from files.
+    files: Option<PromptEncoderFiles>,
     device: Device,
 }
 
@@ -98,36 +107,49 @@ impl PromptEncoder {
             t5,
             max_sequence_length,
             batch_size: DEFAULT_ENCODE_BATCH_SIZE,
+            files: None,
             device: device.clone(),
         })
     }
 
     /// Loads the three encoders and tokenizers of a diffusers SD3/SD3.5 folder
-    /// (`text_encoder/` with `tokenizer/`, `text_encoder_2/` with `tokenizer_2/`,
-    /// `text_encoder_3/` with `tokenizer_3/tokenizer.json`), keeping the stored dtypes
-    /// (`dtype` `None`) or casting every encoder to `dtype`. T5 refuses f16 (see
-    /// [`T5Weights::load`]): pass `Some(FloatDType::BF16)` for f16 downloads.
+    /// ([`PromptEncoderFiles::diffusers_folder`]); see [`from_files`](Self::from_files).
     pub fn from_diffusers_folder(
         folder: impl AsRef<Path>,
         dtype: Option<FloatDType>,
         max_sequence_length: usize,
         device: &Device,
     ) -> Result<Self> {
-        let folder = folder.as_ref();
-        let clip = |encoder: &str, tokenizer: &str| -> Result<ClipEncoder> {
-            let weights = ClipTextWeights::open(folder.join(encoder))?;
+        let files = PromptEncoderFiles::diffusers_folder(folder);
+        Self::from_files(&files, dtype, max_sequence_length, device)
+    }
+
+    /// Loads the three encoders and tokenizers, keeping the stored dtypes (`dtype` `None`)
+    /// or casting every encoder to `dtype`. T5 refuses f16 (see [`T5Weights::load`]): pass
+    /// `Some(FloatDType::BF16)` for f16 downloads. The embeddings it encodes record `files`
+    /// in their [`PromptEncoding`].
+    pub fn from_files(
+        files: &PromptEncoderFiles,
+        dtype: Option<FloatDType>,
+        max_sequence_length: usize,
+        device: &Device,
+    ) -> Result<Self> {
+        let clip = |weights: &Path, tokenizer: &Path| -> Result<ClipEncoder> {
+            let weights = ClipTextWeights::open(weights)?;
             let model = weights.load_into(weights.infer_config()?.init(device)?, dtype)?;
-            let tokenizer = ClipTokenizer::from_folder(folder.join(tokenizer))?;
+            let tokenizer = ClipTokenizer::from_folder(tokenizer)?;
             Ok(ClipEncoder { model, tokenizer })
         };
-        let clip_l = clip("text_encoder", "tokenizer")?;
-        let clip_g = clip("text_encoder_2", "tokenizer_2")?;
-        let weights = T5Weights::open(folder.join("text_encoder_3"))?;
+        let clip_l = clip(&files.clip_l, &files.clip_l_tokenizer)?;
+        let clip_g = clip(&files.clip_g, &files.clip_g_tokenizer)?;
+        let weights = T5Weights::open(&files.t5)?;
         let t5 = T5TextEncoder {
             model: weights.load(&weights.infer_config()?, device, dtype)?,
-            tokenizer: T5Tokenizer::from_file(folder.join("tokenizer_3").join("tokenizer.json"))?,
+            tokenizer: T5Tokenizer::from_file(&files.t5_tokenizer)?,
         };
-        Self::new(clip_l, clip_g, t5, max_sequence_length, device)
+        let mut encoder = Self::new(clip_l, clip_g, t5, max_sequence_length, device)?;
+        encoder.files = Some(files.canonical());
+        Ok(encoder)
     }
 
     /// Encodes at most `batch_size` prompts per pass (default
@@ -149,6 +171,51 @@ impl PromptEncoder {
         self.max_sequence_length
     }
 
+    /// The record the embeddings of [`encode`](Self::encode) carry: the token counts, each
+    /// encoder's config and dtype, and the files they came from when known.
+    pub fn encoding(&self) -> PromptEncoding {
+        let path = |pick: fn(&PromptEncoderFiles) -> &PathBuf| {
+            self.files
+                .as_ref()
+                .map(|files| pick(files).display().to_string())
+        };
+        let clip_record = |name: &str, encoder: &ClipEncoder, weights, tokenizer| EncoderRecord {
+            name: name.to_owned(),
+            config: serde_json::to_value(encoder.model.config())
+                .expect("a burn Config serialises to JSON"),
+            dtype: dtype_name(encoder.model.token_embedding.weight.val().dtype()),
+            weights,
+            tokenizer,
+        };
+        let encoders = vec![
+            clip_record(
+                "clip_l",
+                &self.clip_l,
+                path(|files| &files.clip_l),
+                path(|files| &files.clip_l_tokenizer),
+            ),
+            clip_record(
+                "clip_g",
+                &self.clip_g,
+                path(|files| &files.clip_g),
+                path(|files| &files.clip_g_tokenizer),
+            ),
+            EncoderRecord {
+                name: "t5".to_owned(),
+                config: serde_json::to_value(self.t5.model.config())
+                    .expect("a burn Config serialises to JSON"),
+                dtype: dtype_name(self.t5.model.embed_tokens.val().dtype()),
+                weights: path(|files| &files.t5),
+                tokenizer: path(|files| &files.t5_tokenizer),
+            },
+        ];
+        PromptEncoding {
+            clip_tokens: CONTEXT_LENGTH,
+            max_sequence_length: self.max_sequence_length,
+            encoders,
+        }
+    }
+
     /// Encodes `prompts` in passes of `batch_size`: context `[P, 77 + max_sequence_length,
     /// t5_width]` and pooled `[P, clip_l_projection + clip_g_projection]`, in f32.
     ///
@@ -168,7 +235,8 @@ impl PromptEncoder {
             prompts.iter().map(|prompt| prompt.to_string()).collect(),
             Tensor::cat(contexts, 0),
             Tensor::cat(pooled, 0),
-        )
+        )?
+        .with_encoding(self.encoding())
     }
 
     fn encode_chunk(&self, prompts: &[&str]) -> Result<(Tensor<3>, Tensor<2>)> {
@@ -215,81 +283,7 @@ impl PromptEncoder {
     }
 }
 
-/// Reads a prompt list: a JSON array of strings (a file ending in `.json`), or one prompt per
-/// line otherwise (line ends `\n` or `\r\n`; blank lines are skipped, with a `log` warning
-/// counting them, since an empty prompt in a line file is more likely a stray newline than
-/// intended; put `""` in a JSON list to encode the empty prompt).
-///
-/// Fails with [`Error::Io`] on a missing file, and with [`Error::InvalidArgument`] naming the
-/// file on text that is not UTF-8, JSON that is not an array of strings, or no prompts.
-pub fn read_prompt_list(path: impl AsRef<Path>) -> Result<Vec<String>> {
-    let path = path.as_ref();
-    check_regular_file(path)?;
-    let invalid = |expected: String| Error::invalid("prompt list", path.display(), expected);
-    let bytes = std::fs::read(path).map_err(|err| Error::io(path, err))?;
-    let text = String::from_utf8(bytes).map_err(|err| {
-        invalid(format!(
-            "UTF-8 text (invalid byte at offset {})",
-            err.utf8_error().valid_up_to()
-        ))
-    })?;
-    let prompts = if path.extension().is_some_and(|ext| ext == "json") {
-        serde_json::from_str::<Vec<String>>(&text)
-            .map_err(|err| invalid(format!("a JSON array of strings ({err})")))?
-    } else {
-        let lines: Vec<&str> = text.lines().collect();
-        let prompts: Vec<String> = lines
-            .iter()
-            .filter(|line| !line.trim().is_empty())
-            .map(|line| line.to_string())
-            .collect();
-        let blank = lines.len() - prompts.len();
-        if blank > 0 {
-            log::warn!("{}: skipped {blank} blank lines", path.display());
-        }
-        prompts
-    };
-    if prompts.is_empty() {
-        return Err(invalid("at least one prompt".to_owned()));
-    }
-    Ok(prompts)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn read(name: &str, contents: &[u8]) -> Result<Vec<String>> {
-        let folder = tempfile::tempdir().unwrap();
-        let path = folder.path().join(name);
-        std::fs::write(&path, contents).unwrap();
-        read_prompt_list(&path)
-    }
-
-    #[test]
-    fn prompt_lists_are_read_from_lines_and_from_json() {
-        let lines = read("prompts.txt", b"a cat\r\n\n  \ntwo dogs\n").unwrap();
-        assert_eq!(lines, ["a cat", "two dogs"]);
-        let json = read("prompts.json", "[\"\", \"caf\u{e9}\"]".as_bytes()).unwrap();
-        assert_eq!(json, ["", "café"]);
-    }
-
-    #[test]
-    fn bad_prompt_lists_get_named_errors() {
-        for (name, contents, expected) in [
-            ("empty.txt", &b"\n\n"[..], "at least one prompt"),
-            ("empty.json", b"[]", "at least one prompt"),
-            ("latin1.txt", b"caf\xe9\n", "UTF-8"),
-            ("object.json", b"{\"a\": 1}", "JSON array of strings"),
-        ] {
-            let error = read(name, contents).unwrap_err();
-            assert!(
-                matches!(&error, Error::InvalidArgument { name, .. } if name == "prompt list"),
-                "{error}"
-            );
-            assert!(error.to_string().contains(expected), "{name}: {error}");
-        }
-        let missing = read_prompt_list("/nonexistent/prompts.txt").unwrap_err();
-        assert!(matches!(missing, Error::Io { .. }), "{missing}");
-    }
+/// `"bf16"`, `"f32"`, ...: the lower-case dtype name the encoding record stores.
+fn dtype_name(dtype: DType) -> String {
+    format!("{dtype:?}").to_lowercase()
 }
