@@ -1,5 +1,6 @@
 //! Ready-made policies.
 
+pub mod aesthetic;
 pub mod clip;
 pub mod mlp;
 pub mod mmdit;

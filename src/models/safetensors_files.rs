@@ -1,10 +1,13 @@
 //! Reading safetensors weights lazily: one file, or shards listed by a Hugging Face index
-//! (`*.safetensors.index.json` with a `weight_map`). Shared by every model's loader.
+//! (`*.safetensors.index.json` with a `weight_map`); and PyTorch checkpoints for the models
+//! published only as `.pt` (HPSv2). Shared by every model's loader.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use burn::store::bridge;
 use burn::store::burn_pack::Tensor as PackTensor;
+use burn::store::pytorch_reader::PytorchReader;
 use burn::store::{
     FloatCastAdapter, ModuleAdapter, ModuleSnapshot, ModuleStore, PyTorchToBurnAdapter,
     SafetensorsStore,
@@ -143,4 +146,41 @@ pub(crate) fn apply_pytorch_tensors<M: ModuleSnapshot>(
         });
     }
     Ok(model)
+}
+
+/// The extensions of PyTorch checkpoints (`torch.save` pickles) read by [`read_pytorch_file`].
+pub(crate) const PYTORCH_EXTENSIONS: [&str; 4] = ["pt", "pth", "bin", "ckpt"];
+
+/// Whether `path` names a PyTorch checkpoint by its extension.
+pub(crate) fn is_pytorch_file(path: &Path) -> bool {
+    path.extension()
+        .and_then(|extension| extension.to_str())
+        .is_some_and(|extension| PYTORCH_EXTENSIONS.contains(&extension))
+}
+
+/// Every tensor of a PyTorch checkpoint (`.pt`/`.pth`: any container `torch.save` writes)
+/// by key, read lazily through burn's pickle reader, which runs none of the pickle's code.
+/// Tensors nested in dictionaries are named by their dotted path: a training checkpoint
+/// `{"state_dict": {...}, "epoch": 3}` gives `state_dict.<key>`.
+pub(crate) fn read_pytorch_file(path: &Path) -> Result<BTreeMap<String, PackTensor>> {
+    check_regular_file(path)?;
+    let reader = PytorchReader::new(path).map_err(|err| Error::Checkpoint {
+        path: path.display().to_string(),
+        message: format!("not a readable PyTorch checkpoint: {err}"),
+    })?;
+    Ok(reader
+        .into_tensors()
+        .into_iter()
+        .map(|(key, tensor)| (key, bridge::from_pytorch(tensor)))
+        .collect())
+}
+
+/// Every tensor of a weights file: a PyTorch checkpoint by its extension
+/// ([`is_pytorch_file`]), safetensors otherwise.
+pub(crate) fn read_weights_file(path: &Path) -> Result<BTreeMap<String, PackTensor>> {
+    if is_pytorch_file(path) {
+        read_pytorch_file(path)
+    } else {
+        read_file(path)
+    }
 }

@@ -5,17 +5,25 @@
 //! - [`ImageReward`]: scores RGB images with their prompts; [`JpegSize`] is the JPEG
 //!   (in)compressibility of DDPO and flow_grpo; [`DecodedReward`] scores latents with any of
 //!   them through a shared [`LatentDecoder`] (an [`ImageDecoder`]: the VAE);
+//! - [`ClipPreferenceReward`] (PickScore, CLIPScore, HPSv2) and [`AestheticReward`]: CLIP-based
+//!   preference rewards run in process on the training device;
 //! - [`http`]: clients of reward servers (UniRL's service, flow_grpo's GenEval server,
 //!   verl-omni's latent protocol).
 
+mod aesthetic;
+mod clip_embedder;
 mod decoded;
 pub mod http;
 mod image;
 mod jpeg;
+mod preference;
 
+pub use aesthetic::AestheticReward;
+pub use clip_embedder::DEFAULT_CLIP_BATCH_SIZE;
 pub use decoded::{DEFAULT_DECODE_CHUNK, DecodedReward, ImageDecoder, LatentDecoder};
 pub use image::ImageReward;
 pub use jpeg::{JPEG_QUALITY, JpegSize};
+pub use preference::{CLIPSCORE_DIVISOR, ClipPreference, ClipPreferenceReward, PICKSCORE_DIVISOR};
 
 use burn::prelude::*;
 

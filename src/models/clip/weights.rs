@@ -12,7 +12,7 @@ use super::config::{ClipPooling, ClipTextConfig};
 use super::mlp::ClipActivation;
 use super::text::ClipTextModel;
 use crate::error::{Error, Result, WeightProblem};
-use crate::models::mmdit::mixed_dtypes::{prevailing_dtype, warn_cast};
+use crate::models::mmdit::mixed_dtypes::cast_if_mixed;
 use crate::models::safetensors_files::{apply_pytorch_tensors, read_file, read_shards};
 
 /// The key every CLIP text encoder holds, after the file's prefix.
@@ -106,6 +106,18 @@ impl ClipTextWeights {
                 });
             }
         };
+        if let Some(vision_key) = tensors.keys().find(|key| {
+            key.strip_prefix(&prefix).is_some_and(|key| {
+                key.starts_with("vision_model.") || key == "visual_projection.weight"
+            })
+        }) {
+            return Err(Error::Checkpoint {
+                path: path.display().to_string(),
+                message: format!(
+                    "this looks like a whole CLIP model (transformers' `CLIPModel`: a text and                      a vision tower, e.g. `{vision_key}`), not a text encoder alone; open it                      with `ClipModelWeights::open`"
+                ),
+            });
+        }
         let tensors = tensors
             .into_iter()
             .filter_map(|(key, tensor)| Some((key.strip_prefix(&prefix)?.to_owned(), tensor)))
@@ -248,7 +260,14 @@ impl ClipTextWeights {
         if !problems.is_empty() {
             return Err(self.mismatch(problems));
         }
-        let dtype = dtype.or_else(|| self.prevailing_dtype_if_mixed());
+        let dtype = dtype.or_else(|| {
+            cast_if_mixed(
+                &self.path,
+                self.tensors
+                    .iter()
+                    .map(|(key, tensor)| (key.as_str(), tensor)),
+            )
+        });
         let tensors = table
             .iter()
             .map(|(param, key)| {
@@ -260,30 +279,8 @@ impl ClipTextWeights {
         apply_pytorch_tensors(model, tensors, dtype, &self.path)
     }
 
-    fn prevailing_dtype_if_mixed(&self) -> Option<FloatDType> {
-        let stored = self.tensors.iter().map(|(key, tensor)| {
-            let elements = tensor.shape.to_vec().iter().product();
-            (key.as_str(), tensor.dtype, elements)
-        });
-        let (prevailing, others) = prevailing_dtype(stored)?;
-        if others.is_empty() {
-            return None;
-        }
-        warn_cast(&self.path, prevailing, &others);
-        Some(prevailing.into())
-    }
-
     fn mismatch(&self, problems: Vec<WeightProblem>) -> Error {
-        Error::WeightMismatch {
-            path: self.path.display().to_string(),
-            problems: problems
-                .into_iter()
-                .map(|problem| WeightProblem {
-                    key: format!("{}{}", self.prefix, problem.key),
-                    ..problem
-                })
-                .collect(),
-        }
+        prefixed_mismatch(&self.path, &self.prefix, problems)
     }
 
     fn unreadable(&self, message: String) -> Error {
@@ -294,8 +291,23 @@ impl ClipTextWeights {
     }
 }
 
+/// [`Error::WeightMismatch`] at `path` with each problem's key as the file stores it, behind
+/// `prefix`.
+pub(crate) fn prefixed_mismatch(path: &Path, prefix: &str, problems: Vec<WeightProblem>) -> Error {
+    Error::WeightMismatch {
+        path: path.display().to_string(),
+        problems: problems
+            .into_iter()
+            .map(|problem| WeightProblem {
+                key: format!("{prefix}{}", problem.key),
+                ..problem
+            })
+            .collect(),
+    }
+}
+
 /// The transformers key of a parameter path of [`ClipTextModel`] (in PyTorch naming).
-fn stored_key(param: &str) -> String {
+pub(crate) fn stored_key(param: &str) -> String {
     if param.starts_with("token_embedding.") || param.starts_with("position_embedding.") {
         format!("text_model.embeddings.{param}")
     } else if param.starts_with("layers.") {
@@ -327,7 +339,7 @@ fn read_folder(path: &Path) -> Result<BTreeMap<String, PackTensor>> {
 }
 
 /// transformers' `config.json` in `folder`, when there is one.
-fn read_hf_config(folder: &Path) -> Result<Option<serde_json::Value>> {
+pub(crate) fn read_hf_config(folder: &Path) -> Result<Option<serde_json::Value>> {
     let path = folder.join(CONFIG_FILE);
     if !path.is_file() {
         return Ok(None);
@@ -345,6 +357,10 @@ fn read_hf_config(folder: &Path) -> Result<Option<serde_json::Value>> {
 fn wrong_family(path: &Path, tensors: &BTreeMap<String, PackTensor>) -> Error {
     let family = [
         (
+            "visual.conv1.weight",
+            "a whole OpenCLIP model (open it with `ClipModelWeights::open`)",
+        ),
+        (
             "transformer.resblocks.",
             "an OpenCLIP model in open_clip's own naming",
         ),
@@ -355,7 +371,10 @@ fn wrong_family(path: &Path, tensors: &BTreeMap<String, PackTensor>) -> Error {
         ("down_blocks.", "a diffusers UNet"),
         ("input_blocks.", "a UNet (SD 1.x/2.x/SDXL)"),
         ("encoder.down.", "a VAE"),
-        ("vision_model.", "a CLIP vision tower"),
+        (
+            "vision_model.",
+            "a CLIP vision tower (whole CLIP models open with `ClipModelWeights::open`)",
+        ),
     ]
     .into_iter()
     .find(|(marker, _)| tensors.keys().any(|key| key.contains(marker)))

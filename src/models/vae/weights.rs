@@ -11,7 +11,7 @@ use burn::tensor::{FloatDType, TensorData};
 use super::config::VaeDecoderConfig;
 use super::decoder::VaeDecoder;
 use crate::error::{Error, Result, WeightProblem};
-use crate::models::mmdit::mixed_dtypes::{prevailing_dtype, warn_cast};
+use crate::models::mmdit::mixed_dtypes::cast_if_mixed;
 use crate::models::safetensors_files::{apply_pytorch_tensors, read_file, read_shards};
 
 /// diffusers' unsharded weights file in a `vae/` folder.
@@ -297,7 +297,14 @@ impl VaeWeights {
         if !problems.is_empty() {
             return Err(self.mismatch(problems));
         }
-        let dtype = dtype.or_else(|| self.prevailing_dtype_if_mixed());
+        let dtype = dtype.or_else(|| {
+            cast_if_mixed(
+                &self.path,
+                self.tensors
+                    .values()
+                    .map(|stored| (stored.key.as_str(), &stored.tensor)),
+            )
+        });
         let tensors = expected
             .iter()
             .map(|(name, shape)| renamed(&self.tensors[name].tensor, name, shape))
@@ -324,19 +331,6 @@ impl VaeWeights {
             Naming::Ldm => diffusers_to_ldm(name, levels),
         };
         format!("{}decoder.{rest}", self.prefix)
-    }
-
-    fn prevailing_dtype_if_mixed(&self) -> Option<FloatDType> {
-        let stored = self.tensors.values().map(|stored| {
-            let elements = stored.tensor.shape.to_vec().iter().product();
-            (stored.key.as_str(), stored.tensor.dtype, elements)
-        });
-        let (prevailing, others) = prevailing_dtype(stored)?;
-        if others.is_empty() {
-            return None;
-        }
-        warn_cast(&self.path, prevailing, &others);
-        Some(prevailing.into())
     }
 
     fn mismatch(&self, problems: Vec<WeightProblem>) -> Error {
