@@ -19,11 +19,15 @@
 //! docs/sd35.md is the runbook.
 
 mod eval;
+mod prompts;
 mod report;
 mod rewards;
 mod setup;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+#[path = "../../tests/support/text_encoder_folder.rs"]
+mod text_encoder_folder;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -64,12 +68,15 @@ pub struct Args {
     #[arg(long)]
     pub embeddings: Option<PathBuf>,
     /// A prompt list (one per line, or a JSON array) to encode with the text encoders of
-    /// the --weights diffusers folder, instead of --embeddings.
+    /// the --weights diffusers folder, instead of --embeddings. The embeddings are cached
+    /// beside the list (`LIST.L-DTYPE.embeddings.safetensors`) and reused while the list,
+    /// the encoders and the length are the same.
     #[arg(long, conflicts_with = "embeddings")]
     pub prompts: Option<PathBuf>,
-    /// T5 tokens per prompt when encoding --prompts (diffusers: 256; flow_grpo: 128).
-    #[arg(long, default_value_t = flow_rl::models::prompt_encoder::DEFAULT_MAX_SEQUENCE_LENGTH)]
-    pub max_sequence_length: usize,
+    /// T5 tokens per prompt when encoding --prompts (diffusers: 256; flow_grpo: 128)
+    /// [default: 256]. With --embeddings, the file must have been encoded at this length.
+    #[arg(long)]
+    pub max_sequence_length: Option<usize>,
     /// The trust-region objective: flow-dppo, grpo-guard or ratio-clip.
     #[arg(long, default_value = "flow-dppo")]
     pub objective: String,
@@ -113,9 +120,18 @@ pub struct Args {
     #[arg(long, default_value_t = flow_rl::reward::DEFAULT_DECODE_CHUNK)]
     pub decode_batch_size: usize,
     /// A reward and its weight, repeatable: jpeg, jpeg-incompressibility,
-    /// unirl:URL:REWARD, geneval:URL, latent:URL, each optionally `=WEIGHT` [default: jpeg].
+    /// unirl:URL:REWARD, geneval:URL, latent:URL, and in process pickscore:PATH,
+    /// clipscore:PATH, hpsv2:PATH (whole-CLIP weights) and aesthetic:PATH (the predictor's
+    /// .pth, with --aesthetic-clip), each optionally `=WEIGHT` [default: jpeg].
     #[arg(long = "reward", value_name = "NAME[=WEIGHT]")]
     pub rewards: Vec<RewardSpec>,
+    /// OpenAI's CLIP ViT-L/14 (transformers folder), for an aesthetic: reward.
+    #[arg(long)]
+    pub aesthetic_clip: Option<PathBuf>,
+    /// The CLIP tokenizer folder of pickscore:, clipscore: and hpsv2: rewards [default: the
+    /// reward's folder, else the --weights folder's tokenizer/].
+    #[arg(long)]
+    pub clip_tokenizer: Option<PathBuf>,
     /// GenEval's `evaluation_metadata.jsonl`, for a geneval: reward.
     #[arg(long)]
     pub geneval_metadata: Option<PathBuf>,
@@ -171,7 +187,7 @@ pub fn run(args: Args) -> Result<Option<StepMetrics>> {
     check_output_folder(&args, &checkpoint)?;
     let device = Backend::from_flag(args.backend)?.open()?.autodiff();
     let run = setup::Run::new(&args, &device)?;
-    let rewards = rewards::reward_set(&args, &run)?;
+    let rewards = rewards::reward_set(&args, &run, &device.clone().without_autodiff())?;
 
     let mut trainer = Trainer::new(run.trainer_config(&args)?, run.policy.clone(), &device)?;
     if args.resume {

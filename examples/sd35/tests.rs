@@ -8,10 +8,12 @@ use std::sync::{Arc, Mutex};
 
 use clap::Parser;
 use flow_rl::metrics::{StepMetrics, read_json_lines};
+use flow_rl::models::mmdit::PromptEmbeddings;
 
 use crate::eval::{EVAL_FILE, EVAL_FOLDER};
 use crate::report::PLOT_FILE;
 use crate::rewards::{RewardKind, RewardSpec};
+use crate::text_encoder_folder;
 use crate::{ADAPTER_FOLDER, Args, CHECKPOINT_FILE, METRICS_FILE};
 
 /// Runs one at a time: the runs seed and draw from the process-wide device RNG, so two runs on
@@ -293,12 +295,145 @@ fn reward_options_parse_with_urls_and_weights() {
             weight: 2.0
         }
     );
+    assert_eq!(
+        parse("pickscore:/models/PickScore_v1=0.5").unwrap(),
+        RewardSpec {
+            kind: RewardKind::Clip {
+                preference: flow_rl::reward::ClipPreference::PickScore,
+                weights: "/models/PickScore_v1".into()
+            },
+            weight: 0.5
+        }
+    );
+    assert_eq!(
+        parse("aesthetic:sac+logos+ava1-l14-linearMSE.pth")
+            .unwrap()
+            .kind,
+        RewardKind::Aesthetic {
+            predictor: "sac+logos+ava1-l14-linearMSE.pth".into()
+        }
+    );
     for bad in [
         "pickscore",
+        "hpsv2:",
         "unirl:http://host:8000",
         "geneval:host",
         "jpeg=inf",
     ] {
         assert!(parse(bad).is_err(), "{bad}");
     }
+}
+
+/// A diffusers pipeline folder of the fixtures: the MMDiT, the VAE and the three text
+/// encoders with their tokenizers.
+fn fixture_pipeline(root: &Path) {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    text_encoder_folder::copy_folder(
+        &fixtures.join("mmdit/dual/diffusers"),
+        &root.join("transformer"),
+    );
+    text_encoder_folder::copy_folder(&fixtures.join("vae/diffusers"), &root.join("vae"));
+    text_encoder_folder::write_text_encoders(root);
+}
+
+#[test]
+fn a_prompt_list_is_encoded_once_and_cached_beside_it() {
+    let model = tempfile::tempdir().unwrap();
+    fixture_pipeline(model.path());
+    let lists = tempfile::tempdir().unwrap();
+    let list = lists.path().join("prompts.txt");
+    std::fs::write(&list, "a red cube\ntwo blue spheres\n").unwrap();
+    let weights = model.path().to_str().unwrap();
+    let attempt = |extra: &[&str]| {
+        let out = tempfile::tempdir().unwrap();
+        let mut source = vec!["--weights", weights, "--prompts", list.to_str().unwrap()];
+        source.extend_from_slice(extra);
+        source.extend_from_slice(&["--precision", "f32", "--resolution", "32"]);
+        run(small_run_args(out.path(), &source, &["--train-steps", "1"])).unwrap_err()
+    };
+
+    // The fixture T5 is 32 wide and the fixture MMDiT takes 24: the run stops at the width
+    // check, after the embeddings were encoded and cached.
+    let error = attempt(&["--max-sequence-length", "6"]);
+    assert!(error.to_string().contains("context_dim"), "{error}");
+    let cache = crate::prompts::cache_path(&list, 6, burn::tensor::FloatDType::F32);
+    let cached = PromptEmbeddings::load(&cache, &burn::prelude::Device::default()).unwrap();
+    assert_eq!(cached.prompts, ["a red cube", "two blue spheres"]);
+    assert_eq!(cached.context.dims(), [2, 77 + 6, 32]);
+    assert_eq!(cached.encoding().unwrap().max_sequence_length, 6);
+
+    // Without T5's weights, only the cache can serve the same list at the same length.
+    std::fs::remove_dir_all(model.path().join("text_encoder_3")).unwrap();
+    let error = attempt(&["--max-sequence-length", "6"]);
+    assert!(error.to_string().contains("context_dim"), "{error}");
+    for stale in [attempt(&["--max-sequence-length", "7"]), {
+        std::fs::write(&list, "a red cube\n").unwrap();
+        attempt(&["--max-sequence-length", "6"])
+    }] {
+        assert!(stale.to_string().contains("text_encoder_3"), "{stale}");
+    }
+}
+
+#[test]
+fn embeddings_of_another_length_than_asked_for_are_refused() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let embeddings = fixtures.join("mmdit/prompts.safetensors");
+    let stored = PromptEmbeddings::load(&embeddings, &burn::prelude::Device::default()).unwrap();
+    // The fixture's 7 tokens are no 77 + L: any --max-sequence-length disagrees.
+    assert_eq!(stored.context_tokens(), 7);
+    let out = tempfile::tempdir().unwrap();
+    let mut args = tiny_args(out.path(), &["--train-steps", "1"]);
+    args.embeddings = Some(embeddings);
+    args.max_sequence_length = Some(128);
+    let error = run(args).unwrap_err();
+    assert!(
+        error.to_string().contains("205 context tokens per prompt"),
+        "{error}"
+    );
+}
+
+#[test]
+fn clip_rewards_score_the_decoded_images_in_process() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let path = |relative: &str| fixtures.join(relative).display().to_string();
+    let (clip, tokenizer, predictor) = (
+        path("clip_model/hf"),
+        path("clip/clip_l/tokenizer"),
+        path("clip_rewards/aesthetic.pth"),
+    );
+    let pickscore = format!("pickscore:{clip}");
+    let aesthetic = format!("aesthetic:{predictor}=0.1");
+    let out = tempfile::tempdir().unwrap();
+    let last = run(tiny_args(
+        out.path(),
+        &[
+            "--train-steps",
+            "1",
+            "--reward",
+            &pickscore,
+            "--reward",
+            &aesthetic,
+            "--clip-tokenizer",
+            &tokenizer,
+            "--aesthetic-clip",
+            &clip,
+        ],
+    ))
+    .unwrap()
+    .unwrap();
+    let names: Vec<&str> = last
+        .rewards
+        .iter()
+        .map(|reward| reward.name.as_str())
+        .collect();
+    assert_eq!(names, ["pickscore", "aesthetic"]);
+    assert!(last.rewards.iter().all(|reward| reward.mean.is_finite()));
+
+    let elsewhere = tempfile::tempdir().unwrap();
+    let error = run(tiny_args(
+        elsewhere.path(),
+        &["--train-steps", "1", "--reward", &aesthetic],
+    ))
+    .unwrap_err();
+    assert!(error.to_string().contains("--aesthetic-clip"), "{error}");
 }
