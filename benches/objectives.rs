@@ -1,12 +1,15 @@
 //! Loss + backward of each objective at SD3.5 scale: 48 rows (three trained steps of 16
 //! samples) × 65,536 latent dims (16 channels at 64×64, i.e. 512² pixels).
 //!
-//! Run with `cargo bench --bench objectives`; results are recorded in docs/benchmarks.md.
+//! Run with `cargo bench --bench objectives`, or on LibTorch with
+//! `BURN_DEVICE=tch cargo bench --features tch --bench objectives` (after
+//! `eval "$(scripts/libtorch_env.sh)"`); results are recorded in docs/benchmarks.md.
 //! Set `FLOW_RL_BENCH_DEFAULT_MALLOC=1` to keep glibc's adaptive allocator (see below).
 
 use burn::prelude::*;
 use burn::tensor::Distribution;
 use criterion::{Criterion, criterion_group, criterion_main};
+use flow_rl::backend::Backend;
 use flow_rl::objective::{
     FlowDppoConfig, GrpoGuardConfig, RatioClipConfig, ReferenceKlConfig, RowBatch,
     TrustRegionObjective,
@@ -69,7 +72,11 @@ fn pin_allocator_thresholds() {}
 
 fn bench_objectives(c: &mut Criterion) {
     pin_allocator_thresholds();
-    let device = Device::default().autodiff();
+    // The backend named by BURN_DEVICE (flex, tch, wgpu, ...), else the build's default.
+    let device = match Backend::from_env().and_then(Backend::open) {
+        Ok(device) => device.autodiff(),
+        Err(err) => panic!("no device to benchmark on: {err}"),
+    };
     let batch = batch(&device);
     let objectives: Vec<(&str, Box<dyn TrustRegionObjective>)> = vec![
         (

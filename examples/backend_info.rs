@@ -18,8 +18,8 @@ use flow_rl::{Result, Rng};
 /// Print a backend's device, its bf16/f16 support and a matmul throughput figure.
 #[derive(Parser, Debug)]
 struct Args {
-    /// flex, wgpu, vulkan or cuda, among those compiled in [default: $BURN_DEVICE, else the
-    /// build's default: cuda, vulkan, wgpu, then flex]
+    /// flex, tch, tch-cuda, wgpu, vulkan or cuda, among those compiled in [default:
+    /// $BURN_DEVICE, else the build's default: cuda, vulkan, wgpu, tch-cuda, tch, then flex]
     #[arg(long)]
     backend: Option<Backend>,
     /// Side of the square matrices multiplied.

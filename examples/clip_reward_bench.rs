@@ -49,7 +49,7 @@ struct Args {
     /// The peer's scores (a JSON array) to compare ours with.
     #[arg(long)]
     compare: Option<PathBuf>,
-    /// flex, wgpu, vulkan or cuda, among those compiled in.
+    /// flex, tch, tch-cuda, wgpu, vulkan or cuda, among those compiled in.
     #[arg(long)]
     backend: Option<Backend>,
 }

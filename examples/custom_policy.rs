@@ -18,8 +18,8 @@ use flow_rl::trainer::{Trainer, TrainerConfig};
 /// Train your own burn module as a FlowPolicy with flow-rl's trainer.
 #[derive(Parser, Debug)]
 struct Args {
-    /// flex, wgpu, vulkan or cuda, among those compiled in [default: $BURN_DEVICE, else the
-    /// build's default: cuda, vulkan, wgpu, then flex]
+    /// flex, tch, tch-cuda, wgpu, vulkan or cuda, among those compiled in [default:
+    /// $BURN_DEVICE, else the build's default: cuda, vulkan, wgpu, tch-cuda, tch, then flex]
     #[arg(long)]
     backend: Option<Backend>,
 }

@@ -51,8 +51,8 @@ enum Precision {
 /// MMDiT forward and LoRA forward+backward throughput with random weights.
 #[derive(Parser, Debug)]
 struct Args {
-    /// flex, wgpu, vulkan or cuda, among those compiled in [default: $BURN_DEVICE, else the
-    /// build's default: cuda, vulkan, wgpu, then flex]
+    /// flex, tch, tch-cuda, wgpu, vulkan or cuda, among those compiled in [default:
+    /// $BURN_DEVICE, else the build's default: cuda, vulkan, wgpu, tch-cuda, tch, then flex]
     #[arg(long)]
     backend: Option<Backend>,
     /// The architecture.

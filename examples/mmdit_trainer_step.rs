@@ -29,8 +29,8 @@ use flow_rl::trainer::{Trainer, TrainerConfig};
 /// Time a trainer step of an SD3.5-like MMDiT with LoRA against its policy passes.
 #[derive(Parser, Debug)]
 struct Args {
-    /// flex, wgpu, vulkan or cuda, among those compiled in [default: $BURN_DEVICE, else the
-    /// build's default: cuda, vulkan, wgpu, then flex]
+    /// flex, tch, tch-cuda, wgpu, vulkan or cuda, among those compiled in [default:
+    /// $BURN_DEVICE, else the build's default: cuda, vulkan, wgpu, tch-cuda, tch, then flex]
     #[arg(long)]
     backend: Option<Backend>,
     /// Blocks (SD3.5-medium-like: qk-norm, dual attention in the first half).

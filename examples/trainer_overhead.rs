@@ -28,8 +28,8 @@ const STEPS: usize = 10;
 /// Time a trainer step against the policy's own passes, for two MLP sizes.
 #[derive(Parser, Debug)]
 struct Args {
-    /// flex, wgpu, vulkan or cuda, among those compiled in [default: $BURN_DEVICE, else the
-    /// build's default: cuda, vulkan, wgpu, then flex]
+    /// flex, tch, tch-cuda, wgpu, vulkan or cuda, among those compiled in [default:
+    /// $BURN_DEVICE, else the build's default: cuda, vulkan, wgpu, tch-cuda, tch, then flex]
     #[arg(long)]
     backend: Option<Backend>,
 }

@@ -23,6 +23,8 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
+# shellcheck source=scripts/vulkan_loader.sh
+source "$here/vulkan_loader.sh"
 mode="${1:-}"
 
 build() {
@@ -33,21 +35,9 @@ build() {
     cp target/release/examples/sd35 "$bundle/"
     # 155 MB with symbols, 120 MB without (wgpu, naga, burn, tokenizers); 37 MB gzipped.
     strip "$bundle/sd35" 2>/dev/null || echo "warning: no strip: the binary keeps its symbols" >&2
-    cp scripts/gpu_bench.sh scripts/sd35_peer_step.py scripts/mmdit_peer_bench.py "$bundle/"
-    local loader
-    loader="$(ldconfig -p 2>/dev/null | awk '/libvulkan\.so\.1 / {print $NF; exit}')"
-    if [ -z "$loader" ] && command -v apt-get >/dev/null 2>&1; then
-        # No loader installed here: take Debian's package apart rather than installing it.
-        local scratch
-        scratch="$(mktemp -d)"
-        (cd "$scratch" && apt-get download libvulkan1 >/dev/null && dpkg-deb -x libvulkan1_*.deb root)
-        loader="$(find "$scratch/root" -name 'libvulkan.so.1*' -type f | head -n 1)"
-    fi
-    if [ -n "$loader" ]; then
-        cp -L "$loader" "$bundle/libvulkan.so.1"
-    else
-        echo "warning: no Vulkan loader found to bundle; the GPU machine must have libvulkan1" >&2
-    fi
+    cp scripts/gpu_bench.sh scripts/sd35_peer_step.py scripts/mmdit_peer_bench.py \
+        scripts/vulkan_loader.sh "$bundle/"
+    bundle_vulkan_loader "$bundle"
     echo "bundle ready: $bundle ($(du -sh "$bundle" | cut -f1)); carry it and run: $bundle/gpu_bench.sh run"
 }
 
@@ -64,10 +54,7 @@ run() {
     mkdir -p "$out"
     # The bundled loader is a fallback behind the system's.
     export LD_LIBRARY_PATH="${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}$here"
-    if ! compgen -G "/usr/share/vulkan/icd.d/nvidia*.json" >/dev/null &&
-        ! compgen -G "/etc/vulkan/icd.d/nvidia*.json" >/dev/null; then
-        echo "warning: no NVIDIA Vulkan ICD manifest found (nvidia_icd.json): the Vulkan backend may pick another device or none" >&2
-    fi
+    warn_without_nvidia_icd
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader >"$out/gpu.txt" 2>/dev/null || echo "unknown GPU" >"$out/gpu.txt"
 
     echo "== flow-rl sd35 (vulkan), $preset, ${resolution}², $prompts × $group samples"

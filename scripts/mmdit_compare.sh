@@ -10,7 +10,13 @@
 #
 # With arguments, only that configuration runs. Run it on a quiet machine: the figures are
 # wall-clock times on 2 cores, and PyTorch's OpenMP threads spin when a core is taken.
-# `PY` selects the Python interpreter, `BENCH` our binary.
+# `PY` selects the Python interpreter, `BENCH` our binary, `BACKENDS` the backends it runs on
+# (default flex). LibTorch against PyTorch on the same libtorch:
+#
+#   eval "$(scripts/libtorch_env.sh)"
+#   cargo build --release --features tch --example mmdit_bench
+#   TORCH_VERSION=2.9.0 scripts/peer_venv.sh /work/peer-venv-2.9
+#   BACKENDS="flex tch" PY=/work/peer-venv-2.9/bin/python scripts/mmdit_compare.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,10 +29,15 @@ for tool in "$PY" "$BENCH"; do
     fi
 done
 
+BACKENDS=${BACKENDS:-flex}
+
 compare() {
     echo "=== $* (load: $(cut -d' ' -f1 /proc/loadavg))"
-    echo "--- flow-rl"
-    "$BENCH" "$@"
+    local backend
+    for backend in $BACKENDS; do
+        echo "--- flow-rl on $backend"
+        "$BENCH" --backend "$backend" "$@"
+    done
     echo "--- PyTorch $("$PY" -c 'import torch; print(torch.__version__)')"
     "$PY" scripts/mmdit_peer_bench.py "$@"
 }

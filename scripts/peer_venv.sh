@@ -6,6 +6,7 @@
 #   scripts/peer_venv.sh                 # creates /work/peer-venv
 #   scripts/peer_venv.sh /path/to/venv   # anywhere else, but never inside the repository
 #   /work/peer-venv/bin/python scripts/mmdit_peer_bench.py --help
+#   TORCH_VERSION=2.9.0 scripts/peer_venv.sh /work/peer-venv-2.9   # the LibTorch `tch` links
 #
 # PyPI's Linux torch wheel is the CUDA build (it pulls the nvidia-* libraries, several GiB);
 # PyPI has no CPU-only build, and the benchmark runs it on the CPU all the same. Check the
@@ -24,12 +25,13 @@ case "$venv_abs/" in
 esac
 
 python="${PYTHON:-python3}"
+torch_version="${TORCH_VERSION:-2.15.0}"
 if [ ! -x "$venv_abs/bin/python" ]; then
     "$python" -m venv "$venv_abs"
 fi
 "$venv_abs/bin/python" -m pip install --upgrade pip
 "$venv_abs/bin/python" -m pip install \
-    torch==2.15.0 \
+    "torch==$torch_version" \
     diffusers==0.42.1 \
     peft==0.21.2 \
     safetensors==0.8.0 \

@@ -2,13 +2,16 @@
 # The test suite, as CI runs it, on a machine with or without a GPU:
 #   1. every test on flex, the default CPU backend (`cargo test`), then the CLIP tokenizer on
 #      CLIP's real vocabulary (downloaded from PyPI inside the open_clip_torch wheel);
-#   2. the backend-conformance suite on wgpu, compared with flex
-#      (`cargo test --profile conformance --features wgpu --test backends`; that profile,
+#   2. the backend-conformance suite on wgpu and on LibTorch's CPU backend (tch), each
+#      compared with flex, in one build
+#      (`cargo test --profile conformance --features wgpu,tch --test backends`; that profile,
 #      in Cargo.toml, builds dependencies at opt-level 1 without debug info: 15 min from
 #      nothing on 2 cores, against 26 min for the dev profile even after the flex build).
 # Step 2 needs a Vulkan driver. Without a GPU that is Mesa's software Vulkan (lavapipe), which
 # this script installs with apt-get when no Vulkan driver is found (as root, or through sudo
-# when it needs no password); otherwise it says what to install and stops.
+# when it needs no password); otherwise it says what to install and stops. It also needs
+# PyTorch 2.9.0, which scripts/libtorch_env.sh installs from PyPI into a virtual environment
+# outside the repository when it is missing (about 4 GiB, a few minutes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -74,4 +77,6 @@ python3 scripts/clip_vocab.py "$clip_vocab"/wheel/open_clip_torch-3.3.0-py3-none
     --out "$clip_vocab/vocab"
 FLOW_RL_CLIP_VOCAB="$clip_vocab/vocab" cargo test --test clip -- --ignored
 
-cargo test --profile conformance --features wgpu --test backends
+libtorch_exports="$(scripts/libtorch_env.sh)"
+eval "$libtorch_exports"
+cargo test --profile conformance --features wgpu,tch --test backends

@@ -1,7 +1,8 @@
 //! Choosing a burn backend, and so a [`Device`], at run time among those compiled in.
 //!
 //! flow-rl is written against burn's runtime [`Device`]; which backends exist in a build is
-//! decided by cargo features (`flex`, the default, `wgpu`, `vulkan`, `cuda`). [`Backend`] names
+//! decided by cargo features (`flex`, the default, `tch`, `tch-cuda`, `wgpu`, `vulkan`,
+//! `cuda`). [`Backend`] names
 //! them, parses a command-line flag such as `--backend wgpu` with an error that says how to
 //! rebuild when the backend is missing, and honours burn's `BURN_DEVICE` variable as the
 //! default, returning [`Error`]s where burn's own `Device::default()` would panic:
@@ -36,6 +37,12 @@ pub const BURN_DEVICE: &str = "BURN_DEVICE";
 pub enum Backend {
     /// burn's pure-Rust CPU backend (feature `flex`, on by default).
     Flex,
+    /// LibTorch (PyTorch's C++ library) on the CPU, through burn's `tch` backend (feature
+    /// `tch`; built against PyTorch 2.9.0, see `scripts/libtorch_env.sh`).
+    Tch,
+    /// LibTorch on NVIDIA GPU 0, through a CUDA build of PyTorch 2.9.0 (feature `tch-cuda`,
+    /// which is `tch` plus this choice).
+    TchCuda,
     /// WebGPU through wgpu, on whichever graphics API the machine offers (feature `wgpu`).
     /// On Linux that is Vulkan first, so Mesa's software Vulkan (lavapipe) runs it on a CPU.
     Wgpu,
@@ -49,13 +56,21 @@ pub enum Backend {
 impl Backend {
     /// Every backend, from the one burn's `Device::default()` prefers least (flex) to the one
     /// it prefers most (cuda).
-    pub const ALL: [Backend; 4] = [Backend::Flex, Backend::Wgpu, Backend::Vulkan, Backend::Cuda];
+    pub const ALL: [Backend; 6] = [
+        Backend::Flex,
+        Backend::Tch,
+        Backend::TchCuda,
+        Backend::Wgpu,
+        Backend::Vulkan,
+        Backend::Cuda,
+    ];
 
     /// The backend's name, which is also its cargo feature and its `BURN_DEVICE` value.
     pub fn name(self) -> &'static str {
         match self {
             Backend::Flex => "flex",
-            Backend::Wgpu => "wgpu",
+            Backend::Tch => "tch",
+            Backend::TchCuda => "tch-cuda",
             Backend::Vulkan => "vulkan",
             Backend::Cuda => "cuda",
         }
@@ -65,6 +80,8 @@ impl Backend {
     pub fn is_compiled(self) -> bool {
         match self {
             Backend::Flex => cfg!(feature = "flex"),
+            Backend::Tch => cfg!(feature = "tch"),
+            Backend::TchCuda => cfg!(feature = "tch-cuda"),
             Backend::Wgpu => cfg!(feature = "wgpu"),
             Backend::Vulkan => cfg!(feature = "vulkan"),
             Backend::Cuda => cfg!(feature = "cuda"),
@@ -80,7 +97,8 @@ impl Backend {
     }
 
     /// The backend burn's `Device::default()` picks when `BURN_DEVICE` is unset: the first
-    /// compiled of cuda, vulkan, wgpu, flex.
+    /// compiled of cuda, vulkan, wgpu, tch, flex (and tch-cuda before tch, which burn does not
+    /// know: a `tch-cuda` build is one meant for the GPU).
     ///
     /// Errors if none of them is compiled in.
     pub fn build_default() -> Result<Backend> {
@@ -92,7 +110,7 @@ impl Backend {
                 Error::invalid(
                     "backend",
                     "none compiled in",
-                    "a build with one of the features flex, wgpu, vulkan or cuda",
+                    "a build with one of the features flex, tch, tch-cuda, wgpu, vulkan or cuda",
                 )
             })
     }
@@ -144,7 +162,8 @@ impl Backend {
     /// The backend's default device, not yet opened: burn opens it on first use, and a GPU
     /// backend without an adapter panics then. [`Backend::open`] checks it instead.
     ///
-    /// The constructors are burn's: `Device::flex()`, `Device::wgpu(DeviceKind::DefaultDevice)`,
+    /// The constructors are burn's: `Device::flex()`, `Device::libtorch()`,
+    /// `Device::libtorch_cuda(0)`, `Device::wgpu(DeviceKind::DefaultDevice)`,
     /// `Device::vulkan(DeviceKind::DefaultDevice)` and `Device::cuda(0)`; call them directly to
     /// pick another adapter or GPU index.
     ///
@@ -194,6 +213,15 @@ impl Backend {
                 "install a Vulkan driver: your GPU vendor's, or Mesa's software Vulkan for \
                  a CPU (Debian/Ubuntu: `apt-get install -y mesa-vulkan-drivers`)"
             }
+            Backend::Tch => {
+                "the binary must find PyTorch 2.9.0's libraries: run it after \
+                 `eval \"$(scripts/libtorch_env.sh)\"`, or put the `torch/lib` folder of a \
+                 PyTorch 2.9.0 install on LD_LIBRARY_PATH"
+            }
+            Backend::TchCuda => {
+                "install an NVIDIA GPU driver, and put the `torch/lib` folder of a CUDA build of \
+                 PyTorch 2.9.0 on LD_LIBRARY_PATH (scripts/libtorch_env.sh installs one)"
+            }
             Backend::Cuda => "install an NVIDIA GPU driver with CUDA, or choose another backend",
         }
     }
@@ -219,6 +247,10 @@ impl Backend {
         match self {
             #[cfg(feature = "flex")]
             Backend::Flex => Device::flex(),
+            #[cfg(feature = "tch")]
+            Backend::Tch => Device::libtorch(),
+            #[cfg(feature = "tch-cuda")]
+            Backend::TchCuda => Device::libtorch_cuda(0),
             #[cfg(feature = "wgpu")]
             Backend::Wgpu => Device::wgpu(burn::tensor::DeviceKind::DefaultDevice),
             #[cfg(feature = "vulkan")]
@@ -305,7 +337,7 @@ mod tests {
         }
         let message = "metal".parse::<Backend>().unwrap_err().to_string();
         assert!(
-            message.contains("one of flex, wgpu, vulkan, cuda"),
+            message.contains("one of flex, tch, tch-cuda, wgpu, vulkan, cuda"),
             "{message}"
         );
     }

@@ -51,8 +51,8 @@ struct Args {
     /// Where the metrics and the plot are written.
     #[arg(long, default_value = "out/quickstart")]
     output_dir: PathBuf,
-    /// flex, wgpu, vulkan or cuda, among those compiled in [default: $BURN_DEVICE, else the
-    /// build's default: cuda, vulkan, wgpu, then flex]
+    /// flex, tch, tch-cuda, wgpu, vulkan or cuda, among those compiled in [default:
+    /// $BURN_DEVICE, else the build's default: cuda, vulkan, wgpu, tch-cuda, tch, then flex]
     #[arg(long)]
     backend: Option<Backend>,
 }

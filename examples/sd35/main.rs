@@ -153,8 +153,8 @@ pub struct Args {
     /// Seed of the LoRA initialisation, the rollouts and the prompt draws.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// flex, wgpu, vulkan or cuda, among those compiled in [default: $BURN_DEVICE, else the
-    /// build's default: cuda, vulkan, wgpu, then flex]
+    /// flex, tch, tch-cuda, wgpu, vulkan or cuda, among those compiled in [default:
+    /// $BURN_DEVICE, else the build's default: cuda, vulkan, wgpu, tch-cuda, tch, then flex]
     #[arg(long)]
     pub backend: Option<Backend>,
     /// The output folder.

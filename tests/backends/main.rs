@@ -10,11 +10,13 @@
 //! identical seeds).
 //!
 //! The same checks run once per compiled backend, as modules named after it (`flex::…`,
-//! `wgpu::…`, `vulkan::…`, `cuda::…`):
+//! `tch::…`, `tch_cuda::…`, `wgpu::…`, `vulkan::…`, `cuda::…`):
 //!
 //! ```sh
 //! cargo test --test backends                    # flex only
 //! cargo test --features wgpu --test backends    # + wgpu (Mesa's lavapipe on a CPU)
+//! eval "$(scripts/libtorch_env.sh)"
+//! cargo test --features tch --test backends     # + LibTorch on the CPU
 //! ```
 //!
 //! A compiled backend whose device does not open fails every one of its checks with a message
@@ -88,6 +90,8 @@ macro_rules! conformance_suite {
 
 conformance_suite! {
     flex => Flex if "flex",
+    tch => Tch if "tch",
+    tch_cuda => TchCuda if "tch-cuda",
     wgpu => Wgpu if "wgpu",
     vulkan => Vulkan if "vulkan",
     cuda => Cuda if "cuda",

@@ -6,11 +6,14 @@ use std::path::{Path, PathBuf};
 use burn::prelude::*;
 use safetensors::SafeTensors;
 
-/// A path inside the fixture folder.
+/// A path inside the fixture folder: under the repository the test was built from, or under
+/// `FLOW_RL_REPOSITORY` when that is set (a test binary carried to another machine with a copy
+/// of `tests/fixtures`, as `scripts/gpu_check.sh` does).
 pub fn fixture(relative: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/mmdit")
-        .join(relative)
+    let repository = std::env::var_os("FLOW_RL_REPOSITORY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf());
+    repository.join("tests/fixtures/mmdit").join(relative)
 }
 
 /// The fixture's f32 inputs and expected outputs, by name.
