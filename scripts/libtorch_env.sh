@@ -35,9 +35,19 @@ installed_version() {
 if [ "$(installed_version || true)" != "$torch_version" ]; then
     echo "Installing PyTorch $torch_version from PyPI into $venv (about 4 GiB)" >&2
     python="${PYTHON:-python3}"
-    [ -x "$venv/bin/python" ] || "$python" -m venv "$venv" >&2
+    if [ ! -x "$venv/bin/python" ] && ! "$python" -m venv "$venv" >&2; then
+        # Debian's Python keeps venv in a package of its own.
+        if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+            rm -rf "$venv"
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >&2
+            "$python" -m venv "$venv" >&2
+        else
+            echo "error: $python cannot create a virtual environment; install python3-venv" >&2
+            exit 1
+        fi
+    fi
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
-        "torch==$torch_version" >&2
+        "torch==$torch_version" numpy==2.4.6 >&2
     if [ "$(installed_version || true)" != "$torch_version" ]; then
         echo "error: PyTorch $torch_version did not import from $venv after installing it" >&2
         exit 1

@@ -71,6 +71,7 @@ impl Backend {
             Backend::Flex => "flex",
             Backend::Tch => "tch",
             Backend::TchCuda => "tch-cuda",
+            Backend::Wgpu => "wgpu",
             Backend::Vulkan => "vulkan",
             Backend::Cuda => "cuda",
         }
@@ -247,9 +248,14 @@ impl Backend {
         match self {
             #[cfg(feature = "flex")]
             Backend::Flex => Device::flex(),
+            // burn 0.22 marks its LibTorch backend deprecated in favour of CubeCL's; it is
+            // kept here because CubeCL's CUDA backend cannot be built offline and LibTorch is
+            // PyTorch's own CPU and GPU speed.
             #[cfg(feature = "tch")]
+            #[allow(deprecated)]
             Backend::Tch => Device::libtorch(),
             #[cfg(feature = "tch-cuda")]
+            #[allow(deprecated)]
             Backend::TchCuda => Device::libtorch_cuda(0),
             #[cfg(feature = "wgpu")]
             Backend::Wgpu => Device::wgpu(burn::tensor::DeviceKind::DefaultDevice),
