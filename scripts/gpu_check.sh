@@ -114,7 +114,9 @@ run_one() {
             lines="$(grep -E '^(forward|forward \+ backward)' "$out/bench.log" | tr -s ' ' | paste -sd ';' -)"
             echo "| $backend | mmdit_bench $config | $lines |" >>"$summary"
         else
-            echo "| $backend | mmdit_bench $config | FAILED: $(tail -n 1 "$out/bench.log") |" >>"$summary"
+            local reason
+            reason="$(grep -m 1 -iE 'error|failed' "$out/bench.log" || tail -n 1 "$out/bench.log")"
+            echo "| $backend | mmdit_bench $config | FAILED: $reason |" >>"$summary"
         fi
         cat "$out/bench.log" >>"$out/mmdit-bench-$backend.log"
     done

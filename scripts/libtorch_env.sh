@@ -12,7 +12,7 @@
 # torch-sys's build script reads PyTorch's paths from the environment's Python
 # (LIBTORCH_USE_PYTORCH=1), so nothing is downloaded at build time. PyPI's Linux wheel is the
 # CUDA build, and even its CPU library needs the CUDA runtime, so the nvidia-* wheels come
-# too (about 4 GiB on disk); the same environment then also serves `--backend tch-cuda` on a
+# too (about 7 GiB on disk); the same environment then also serves `--backend tch-cuda` on a
 # machine with an NVIDIA driver. Progress goes to stderr, the exports alone to stdout.
 set -euo pipefail
 
@@ -33,7 +33,7 @@ installed_version() {
 }
 
 if [ "$(installed_version || true)" != "$torch_version" ]; then
-    echo "Installing PyTorch $torch_version from PyPI into $venv (about 4 GiB)" >&2
+    echo "Installing PyTorch $torch_version from PyPI into $venv (about 7 GiB)" >&2
     python="${PYTHON:-python3}"
     if [ ! -x "$venv/bin/python" ] && ! "$python" -m venv "$venv" >&2; then
         # Debian's Python keeps venv in a package of its own.

@@ -11,7 +11,7 @@
 # this script installs with apt-get when no Vulkan driver is found (as root, or through sudo
 # when it needs no password); otherwise it says what to install and stops. It also needs
 # PyTorch 2.9.0, which scripts/libtorch_env.sh installs from PyPI into a virtual environment
-# outside the repository when it is missing (about 4 GiB, a few minutes).
+# outside the repository when it is missing (about 7 GiB, a few minutes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -203,9 +203,11 @@ mod tests {
         const SIZE: usize = 64 << 20;
         // Written, so every page is resident (an untouched allocation would not count).
         let buffer = vec![1u8; SIZE];
+        // The resident set first, then the peak: other tests' threads allocate meanwhile, and
+        // only a peak read later is bound to cover the resident set read before it.
+        let now = process_resident_set().expect("Linux has RssAnon, RssFile and RssShmem");
         let peak = process_peak_rss().expect("Linux has VmHWM");
         assert!(peak >= SIZE as u64, "peak {peak} B below the {SIZE} B held");
-        let now = process_resident_set().expect("Linux has RssAnon, RssFile and RssShmem");
         assert!(
             now.anonymous >= SIZE as u64,
             "{now:?} below the {SIZE} B held"
