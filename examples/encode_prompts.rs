@@ -13,24 +13,18 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
+#[path = "common/encoder_precision.rs"]
+mod encoder_precision;
+
 use burn::prelude::*;
-use burn::tensor::FloatDType;
-use clap::{Parser, ValueEnum};
+use clap::Parser;
+use encoder_precision::Precision;
 use flow_rl::backend::Backend;
 use flow_rl::models::mmdit::PromptEmbeddings;
 use flow_rl::models::prompt_encoder::{
     DEFAULT_ENCODE_BATCH_SIZE, DEFAULT_MAX_SEQUENCE_LENGTH, PromptEncoder, read_prompt_list,
 };
 use indicatif::{ProgressBar, ProgressStyle};
-
-/// The encoders' weight dtype.
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum Precision {
-    /// bf16 (f16 downloads are cast on load: T5 overflows in f16).
-    Bf16,
-    /// f32.
-    F32,
-}
 
 /// Encode a prompt list into a prompt-embedding file.
 #[derive(Parser, Debug)]
@@ -71,10 +65,7 @@ fn run(args: &Args) -> flow_rl::Result<()> {
         prompts.len(),
         args.prompts.display()
     );
-    let dtype = match args.precision {
-        Precision::Bf16 => FloatDType::BF16,
-        Precision::F32 => FloatDType::F32,
-    };
+    let dtype = args.precision.dtype();
 
     let loading = Instant::now();
     let encoder = PromptEncoder::from_diffusers_folder(

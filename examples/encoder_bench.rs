@@ -30,24 +30,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+#[path = "common/encoder_precision.rs"]
+mod encoder_precision;
+
 use burn::prelude::*;
-use burn::tensor::FloatDType;
-use clap::{Parser, ValueEnum};
+use clap::Parser;
+use encoder_precision::Precision;
 use flow_rl::backend::Backend;
 use flow_rl::memory::{PeakMemory, ResidentSet, process_resident_set};
 use flow_rl::models::prompt_encoder::{
     DEFAULT_ENCODE_BATCH_SIZE, DEFAULT_MAX_SEQUENCE_LENGTH, PromptEncoder, read_prompt_list,
 };
 use flow_rl::{Error, Result};
-
-/// The encoders' weight dtype.
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum Precision {
-    /// bf16 (f16 downloads are cast on load: T5 overflows in f16).
-    Bf16,
-    /// f32.
-    F32,
-}
 
 /// Time SD3's prompt encoding on a diffusers text-encoder folder.
 #[derive(Parser, Debug)]
@@ -92,10 +86,7 @@ fn main() -> Result<()> {
     let device = backend.open()?;
     let prompts = first_prompts(&args.prompt_file, args.prompts)?;
     let prompts: Vec<&str> = prompts.iter().map(String::as_str).collect();
-    let dtype = match args.precision {
-        Precision::Bf16 => FloatDType::BF16,
-        Precision::F32 => FloatDType::F32,
-    };
+    let dtype = args.precision.dtype();
 
     let mut memory = PeakMemory::new(&device);
     let resident = ResidentPeaks::start();
