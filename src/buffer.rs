@@ -29,26 +29,32 @@ pub trait TrajectoryBuffer {
     /// A seeded shuffle of all rows split into `count` disjoint mini-batches that cover the
     /// buffer; sizes differ by at most one.
     fn minibatches(&self, count: usize, rng: &mut Rng) -> Result<Vec<Vec<usize>>> {
-        let rows = self.len();
-        if count == 0 || count > rows {
-            return Err(Error::invalid(
-                "mini-batches per rollout",
-                count,
-                format!("between 1 and the {rows} stored rows"),
-            ));
-        }
-        let mut order: Vec<usize> = (0..rows).collect();
-        rng.shuffle(&mut order);
-        let (base, extra) = (rows / count, rows % count);
-        let mut batches = Vec::with_capacity(count);
-        let mut start = 0;
-        for batch in 0..count {
-            let size = base + usize::from(batch < extra);
-            batches.push(order[start..start + size].to_vec());
-            start += size;
-        }
-        Ok(batches)
+        split_minibatches(self.len(), count, rng)
     }
+}
+
+/// A seeded shuffle of `0..rows` split into `count` disjoint mini-batches that cover it;
+/// sizes differ by at most one. The trainer draws them over the whole rollout's rows, so
+/// that every worker of a data-parallel run sees the same mini-batches.
+pub fn split_minibatches(rows: usize, count: usize, rng: &mut Rng) -> Result<Vec<Vec<usize>>> {
+    if count == 0 || count > rows {
+        return Err(Error::invalid(
+            "mini-batches per rollout",
+            count,
+            format!("between 1 and the {rows} stored rows"),
+        ));
+    }
+    let mut order: Vec<usize> = (0..rows).collect();
+    rng.shuffle(&mut order);
+    let (base, extra) = (rows / count, rows % count);
+    let mut batches = Vec::with_capacity(count);
+    let mut start = 0;
+    for batch in 0..count {
+        let size = base + usize::from(batch < extra);
+        batches.push(order[start..start + size].to_vec());
+        start += size;
+    }
+    Ok(batches)
 }
 
 /// A [`TrajectoryBuffer`] that keeps one rollout's rows on the device.

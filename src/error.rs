@@ -102,6 +102,26 @@ pub enum Error {
         /// How many requests were sent (1 + retries of transient failures).
         attempts: usize,
     },
+
+    /// A phase of a data-parallel step failed on one or more workers, so it failed on every
+    /// worker and changed nothing. A worker whose own phase failed returns its own error
+    /// instead.
+    #[error("{phase} failed on {}", describe_worker_failures(failures))]
+    WorkerFailed {
+        /// The phase, e.g. `rollout and rewards`.
+        phase: String,
+        /// Each failed worker and its error message.
+        failures: Vec<WorkerFailure>,
+    },
+
+    /// A collective operation between workers (an all-reduce, a broadcast) failed.
+    #[error("distributed {operation} failed: {message}")]
+    Distributed {
+        /// The operation, e.g. `all-reduce of 1024 values`.
+        operation: String,
+        /// What went wrong.
+        message: String,
+    },
 }
 
 /// Why a reward server did not score a batch (see [`Error::RewardServer`]).
@@ -257,6 +277,23 @@ fn describe_weight_problems(path: &str, problems: &[WeightProblem]) -> String {
         ));
     }
     message
+}
+
+/// One failed worker of a data-parallel step (see [`Error::WorkerFailed`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerFailure {
+    /// The worker's rank.
+    pub rank: usize,
+    /// Its error, as text.
+    pub message: String,
+}
+
+fn describe_worker_failures(failures: &[WorkerFailure]) -> String {
+    let listed: Vec<String> = failures
+        .iter()
+        .map(|failure| format!("worker {}: {}", failure.rank, failure.message))
+        .collect();
+    listed.join("; ")
 }
 
 /// `Result` with [`Error`] as the error type.

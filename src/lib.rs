@@ -84,6 +84,7 @@
 pub mod advantage;
 pub mod backend;
 pub mod buffer;
+pub mod distributed;
 pub mod drift;
 pub mod error;
 pub mod io;
@@ -100,7 +101,7 @@ pub mod schedule;
 mod tensor_util;
 pub mod trainer;
 
-pub use error::{Error, Result, ServerFailure, WeightProblem};
+pub use error::{Error, Result, ServerFailure, WeightProblem, WorkerFailure};
 pub use rng::Rng;
 
 /// The types most programs need, for a glob import.

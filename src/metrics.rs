@@ -1,6 +1,6 @@
 //! Per-step training metrics and their JSON-lines log.
 
-mod non_finite;
+pub(crate) mod non_finite;
 
 use std::fs::{File, OpenOptions};
 use std::io::{ErrorKind, Write};

@@ -23,6 +23,12 @@ pub struct RolloutConfig {
     /// Only memory changes with it: the noise is drawn for all samples at once, so every
     /// chunk size gives the same rows and samples.
     pub batch_size: Option<usize>,
+    /// The global index of the first condition's group when this call samples one worker's
+    /// share of a larger rollout (`flow_rl::distributed`); 0 otherwise. Each sample's noise
+    /// is keyed by its global index, so groups 4..8 sampled here equal groups 4..8 of the
+    /// whole rollout.
+    #[config(default = 0)]
+    pub first_group: usize,
 }
 
 impl RolloutConfig {
@@ -186,9 +192,11 @@ pub struct Rollout<C> {
 /// `plan.latent_dims` dimensions with `policy` under no-grad, running `plan.kernel` at
 /// `plan.sde_steps` and the ODE elsewhere, and records every SDE step's rows.
 ///
-/// The policy runs on chunks of `config.batch_size` samples. The noise comes from `rng` for
-/// all samples of a step at once, so the rollout is reproducible and does not depend on the
-/// chunk size.
+/// The policy runs on chunks of `config.batch_size` samples. One draw from `rng` keys the
+/// rollout's noise, and each sample (each group, with shared initial noise) has its own
+/// stream of it, keyed by its global index (`config.first_group` onwards, see
+/// [`Rng::stream`]). The rollout is therefore reproducible, does not depend on the chunk
+/// size, and a worker's share of a rollout equals that part of the whole.
 pub fn rollout<P: FlowPolicy>(
     policy: &P,
     group_conditions: &P::Condition,
@@ -212,11 +220,20 @@ pub fn rollout<P: FlowPolicy>(
     let sample_group: Vec<usize> = (0..samples).map(|i| i / config.group_size).collect();
     let conditions = group_conditions.pick(&sample_group);
     let device = first_device(&policy)?.without_autodiff();
+    let noise_key = rng.next_u64();
+    let first_sample = config.first_group * config.group_size;
+    let mut sample_noise: Vec<Rng> = (first_sample..first_sample + samples)
+        .map(|sample| Rng::stream(noise_key, sample as u64))
+        .collect();
     let mut x = if config.shared_initial_noise {
-        let per_group = rng.normal_tensor([groups, latent_dims], &device);
+        let group_key = rng.next_u64();
+        let mut group_noise: Vec<Rng> = (config.first_group..config.first_group + groups)
+            .map(|group| Rng::stream(group_key, group as u64))
+            .collect();
+        let per_group = normal_rows(&mut group_noise, latent_dims, &device);
         per_group.select(0, int_index(&sample_group, &device))
     } else {
-        rng.normal_tensor([samples, latent_dims], &device)
+        normal_rows(&mut sample_noise, latent_dims, &device)
     };
     let chunks = SampleChunks::new(&conditions, config.batch_size.unwrap_or(samples));
 
@@ -240,7 +257,7 @@ pub fn rollout<P: FlowPolicy>(
                 "a step where the kernel is stochastic; the last step is deterministic for CPS",
             ));
         }
-        let noise = rng.normal_tensor([samples, latent_dims], &device);
+        let noise = normal_rows(&mut sample_noise, latent_dims, &device);
         let next = transition.sample(noise)?;
         recorded.push(RecordedStep {
             step,
@@ -259,6 +276,19 @@ pub fn rollout<P: FlowPolicy>(
         conditions,
         sde_steps: plan.sde_steps.to_vec(),
     })
+}
+
+/// A `[streams.len(), latent_dims]` tensor whose row i holds `latent_dims` standard normal
+/// draws from `streams[i]`.
+fn normal_rows(streams: &mut [Rng], latent_dims: usize, device: &Device) -> Tensor<2> {
+    let values: Vec<f32> = streams
+        .iter_mut()
+        .flat_map(|stream| (0..latent_dims).map(|_| stream.normal() as f32))
+        .collect();
+    Tensor::from_data(
+        TensorData::new(values, [streams.len(), latent_dims]),
+        device,
+    )
 }
 
 /// The samples of a rollout split into contiguous chunks of at most `size`, for the

@@ -53,11 +53,9 @@ pub fn evaluate(
         sde_steps: &[],
         latent_dims: run.latent_dims(),
     };
-    let config = RolloutConfig {
-        group_size: 1,
-        shared_initial_noise: false,
-        batch_size: args.rollout_batch_size,
-    };
+    let config = RolloutConfig::new()
+        .with_group_size(1)
+        .with_batch_size(args.rollout_batch_size);
     let sampled = rollout(
         trainer.policy(),
         &conditions,

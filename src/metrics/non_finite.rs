@@ -18,13 +18,13 @@ const INFINITY: &str = "inf";
 const NEG_INFINITY: &str = "-inf";
 
 /// `value` as a JSON value, with non-finite floats as the strings `"NaN"`, `"inf"`, `"-inf"`.
-pub(super) fn to_value<T: Serialize + ?Sized>(value: &T) -> JsonResult<Value> {
+pub(crate) fn to_value<T: Serialize + ?Sized>(value: &T) -> JsonResult<Value> {
     value.serialize(ValueSerializer)
 }
 
 /// Reads a `T` from a JSON value written by [`to_value`]: where `T` holds a float, the strings
 /// `"NaN"`, `"inf"` and `"-inf"` are read as that float.
-pub(super) fn from_value<T: DeserializeOwned>(value: Value) -> JsonResult<T> {
+pub(crate) fn from_value<T: DeserializeOwned>(value: Value) -> JsonResult<T> {
     T::deserialize(ValueDeserializer(value))
 }
 

@@ -21,8 +21,9 @@ use burn::store::burn_pack::Reader;
 use burn::tensor::Bytes;
 use serde::{Deserialize, Serialize};
 
-use super::{Trainer, TrainerConfig};
+use super::Trainer;
 use crate::advantage::PromptStatTracker;
+use crate::distributed::{agree, broadcast_trainable};
 use crate::error::{Error, Result};
 use crate::io::{read_regular_file, write_atomically};
 use crate::policy::FlowPolicy;
@@ -40,7 +41,7 @@ const CHECKSUM: usize = 4;
 #[derive(Serialize, Deserialize)]
 struct Header {
     /// The configuration without the settings that may differ between runs
-    /// ([`comparable_config`]).
+    /// (`TrainerConfig::comparable_json`).
     config: String,
     step: usize,
     rng: Rng,
@@ -53,11 +54,22 @@ impl<P: FlowPolicy> Trainer<P> {
     /// renamed over `path`, so a crash leaves the previous checkpoint intact. Temporaries
     /// that killed saves to `path` left behind are removed first (on Linux).
     ///
+    /// In a data-parallel run only rank 0 writes (every worker holds the same state), and
+    /// a failure to write fails every worker.
+    ///
     /// Errors ([`Error::Io`]) if `path` is a folder or a device, or its folder is not writable.
     pub fn save_checkpoint(&self, path: impl AsRef<Path>) -> Result<()> {
-        let path = path.as_ref();
+        let written = if self.communicator.rank() == 0 {
+            self.write_checkpoint(path.as_ref())
+        } else {
+            Ok(())
+        };
+        agree(&*self.communicator, "saving the checkpoint", written)
+    }
+
+    fn write_checkpoint(&self, path: &Path) -> Result<()> {
         let header = serde_json::to_vec(&Header {
-            config: comparable_config(&self.config),
+            config: self.config.comparable_json(),
             step: self.step,
             rng: self.rng.clone(),
             tracker: self.tracker.clone(),
@@ -96,14 +108,23 @@ impl<P: FlowPolicy> Trainer<P> {
     /// configuration or holds an optimiser record that does not fit the policy
     /// ([`Error::Checkpoint`]); the trainer is consumed either way, and the file is never
     /// modified.
+    ///
+    /// In a data-parallel run every worker reads the file, a failure on any worker fails
+    /// them all, and rank 0's trainable parameters are then broadcast.
     pub fn load_checkpoint(mut self, path: impl AsRef<Path>) -> Result<Self> {
-        let path = path.as_ref();
+        let restored = self.restore(path.as_ref());
+        agree(&*self.communicator, "loading the checkpoint", restored)?;
+        self.policy = broadcast_trainable(&*self.communicator, self.policy)?;
+        Ok(self)
+    }
+
+    fn restore(&mut self, path: &Path) -> Result<()> {
         let contents = read_regular_file(path)?;
         let [header, policy, optimizer] =
             parse(&contents).map_err(|why| checkpoint_error(path, why))?;
         let header: Header = serde_json::from_slice(header)
             .map_err(|err| checkpoint_error(path, format!("unreadable header: {err}")))?;
-        let expected = comparable_config(&self.config);
+        let expected = self.config.comparable_json();
         if header.config != expected {
             return Err(checkpoint_error(
                 path,
@@ -118,6 +139,7 @@ impl<P: FlowPolicy> Trainer<P> {
             .allow_partial(true);
         self.policy = self
             .policy
+            .clone()
             .try_load_record(record)
             .map_err(|err| checkpoint_error(path, format!("policy record: {err:?}")))?;
         check_policy_record(policy, &self.policy)
@@ -126,24 +148,14 @@ impl<P: FlowPolicy> Trainer<P> {
             .map_err(|why| checkpoint_error(path, format!("optimizer record: {why}")))?;
         self.optimizer = self
             .optimizer
+            .clone()
             .from_bytes(Bytes::from_bytes_vec(optimizer.to_vec()))
             .map_err(|err| checkpoint_error(path, format!("optimizer record: {err:?}")))?;
         self.step = header.step;
         self.rng = header.rng;
         self.tracker = header.tracker;
-        Ok(self)
+        Ok(())
     }
-}
-
-/// The configuration without the settings a resumed run may change: where metrics go, and
-/// the rollout chunk and micro-batch sizes, which only bound memory (a run resumed on a
-/// smaller GPU may lower them; its updates then equal the original's up to rounding).
-fn comparable_config(config: &TrainerConfig) -> String {
-    let mut config = config.clone();
-    config.metrics_path = None;
-    config.rollout_batch_size = None;
-    config.micro_batch_rows = None;
-    burn::config::config_to_json(&config)
 }
 
 /// The three sections of a checkpoint, after checking magic, version, lengths and checksum.

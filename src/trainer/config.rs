@@ -88,6 +88,18 @@ pub struct TrainerConfig {
 }
 
 impl TrainerConfig {
+    /// The configuration as JSON, without the settings that may differ between the runs a
+    /// checkpoint resumes and between the workers of one run: where metrics go, and the
+    /// rollout chunk and micro-batch sizes, which only bound memory (a run resumed on a
+    /// smaller GPU may lower them; its updates then equal the original's up to rounding).
+    pub(crate) fn comparable_json(&self) -> String {
+        let mut config = self.clone();
+        config.metrics_path = None;
+        config.rollout_batch_size = None;
+        config.micro_batch_rows = None;
+        burn::config::config_to_json(&config)
+    }
+
     /// Checks every count and rate; called by [`Trainer::new`](super::Trainer::new).
     pub fn validate(&self) -> Result<()> {
         let config = self;

@@ -5,9 +5,11 @@ mod checkpoint;
 mod config;
 mod grad_norm;
 mod update;
+mod workers;
 
 pub use config::TrainerConfig;
 
+use std::rc::Rc;
 use std::time::Instant;
 
 use burn::optim::{AdamWConfig, ModuleOptimizer};
@@ -15,6 +17,7 @@ use burn::prelude::*;
 
 use crate::advantage::{Advantages, PromptStatTracker, PromptStatTrackerConfig, weighted_sum};
 use crate::buffer::{InMemoryBuffer, TrajectoryBuffer};
+use crate::distributed::{Communicator, RolloutShard, SingleProcess, agree};
 use crate::error::{Error, Result};
 use crate::kernel::StepKernel;
 use crate::metrics::{JsonLinesWriter, RewardStats, StepMetrics};
@@ -40,6 +43,10 @@ pub struct Trainer<P: FlowPolicy> {
     tracker: Option<PromptStatTracker>,
     device: Device,
     metrics_log: Option<JsonLinesWriter>,
+    /// The workers of a data-parallel run ([`SingleProcess`] alone by default).
+    communicator: Rc<dyn Communicator>,
+    /// This worker's groups of each rollout.
+    shard: RolloutShard,
 }
 
 /// Everything a step changes. A step works on a copy and commits it only once it has
@@ -89,6 +96,7 @@ impl<P: FlowPolicy> Trainer<P> {
             .with_epsilon(config.adam_epsilon)
             .with_weight_decay(config.weight_decay)
             .init();
+        let shard = RolloutShard::new(config.groups_per_rollout, config.group_size, 1, 0)?;
         Ok(Self {
             objective: config.objective.init()?,
             kernel: config.kernel.init()?,
@@ -102,6 +110,8 @@ impl<P: FlowPolicy> Trainer<P> {
             tracker,
             device: device.clone(),
             metrics_log,
+            communicator: Rc::new(SingleProcess),
+            shard,
         })
     }
 
@@ -187,7 +197,12 @@ impl<P: FlowPolicy> Trainer<P> {
         prompts: Option<&[&str]>,
         rewards: &RewardSet<P::Condition>,
     ) -> Result<StepMetrics> {
-        self.check_step_input(conditions, prompts)?;
+        let communicator = &*self.communicator;
+        agree(
+            communicator,
+            "the step's input",
+            self.check_step_input(conditions, prompts),
+        )?;
         let mut state = StepState {
             policy: self.policy.clone(),
             optimizer: self.optimizer.clone(),
@@ -195,22 +210,33 @@ impl<P: FlowPolicy> Trainer<P> {
             tracker: self.tracker.clone(),
         };
 
+        // Rollout and rewards of this worker's groups; failures anywhere fail every worker.
         let started = Instant::now();
-        let rollout = self.collect_rollout(&state.policy, conditions, &mut state.rng)?;
-        let rollout_seconds = started.elapsed().as_secs_f64();
+        let local_conditions = self.local_conditions(conditions);
+        let sampled = self
+            .collect_rollout(&state.policy, &local_conditions, &mut state.rng)
+            .and_then(|rollout| {
+                let rollout_seconds = started.elapsed().as_secs_f64();
+                let scores = rewards.score(&rollout.samples, &rollout.conditions)?;
+                Ok((rollout, scores, rollout_seconds))
+            });
+        let (rollout, local_scores, rollout_seconds) =
+            agree(communicator, "the rollout and its rewards", sampled)?;
 
+        // Advantages over the whole rollout, the same on every worker.
         let started = Instant::now();
-        let scores = rewards.score(&rollout.samples, &rollout.conditions)?;
+        let scores = workers::gather_scores(communicator, local_scores)?;
         let advantages = self.advantages(&scores, rewards, prompts, state.tracker.as_mut())?;
         let reward_seconds = started.elapsed().as_secs_f64();
 
         let started = Instant::now();
         let mut buffer = InMemoryBuffer::new();
+        let first_sample = self.shard.samples().start;
         let row_advantages = rollout
             .rows
             .sample
             .iter()
-            .map(|&sample| advantages.values[sample])
+            .map(|&sample| advantages.values[first_sample + sample])
             .collect();
         buffer.push(rollout.rows, row_advantages)?;
         let objective = ReferenceKlConfig::new()
@@ -223,6 +249,8 @@ impl<P: FlowPolicy> Trainer<P> {
             reference: self.reference.as_ref(),
             device: &self.device,
             step: self.step,
+            communicator,
+            shard: &self.shard,
         };
         let updates = updater.run(&mut state, &buffer, &rollout.conditions)?;
 
@@ -245,11 +273,22 @@ impl<P: FlowPolicy> Trainer<P> {
             reward_seconds,
             update_seconds: started.elapsed().as_secs_f64(),
         };
-        if let Some(log) = &mut self.metrics_log {
-            log.write(&metrics)?;
-        }
+        let logged = match &mut self.metrics_log {
+            Some(log) => log.write(&metrics),
+            None => Ok(()),
+        };
+        agree(&*self.communicator, "writing the metrics log", logged)?;
         self.commit(state);
         Ok(metrics)
+    }
+
+    /// This worker's groups' conditions out of the whole rollout's.
+    fn local_conditions(&self, conditions: &P::Condition) -> P::Condition {
+        if self.communicator.world_size() == 1 {
+            conditions.clone()
+        } else {
+            conditions.pick(&self.shard.groups().collect::<Vec<_>>())
+        }
     }
 
     /// Checks what can be checked before anything runs: the number of conditions, the
@@ -297,6 +336,7 @@ impl<P: FlowPolicy> Trainer<P> {
         let sde_steps = self.config.sde_steps.select(self.schedule.steps(), rng)?;
         let config = RolloutConfig::new()
             .with_group_size(self.config.group_size)
+            .with_first_group(self.shard.groups().start)
             .with_shared_initial_noise(self.config.shared_initial_noise)
             .with_batch_size(self.config.rollout_batch_size);
         let plan = RolloutPlan {

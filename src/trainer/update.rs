@@ -5,8 +5,10 @@ use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::prelude::*;
 
 use super::grad_norm::{global_grad_norm, scale_grads};
+use super::workers::merge_worker_metrics;
 use super::{StepState, TrainerConfig};
-use crate::buffer::{InMemoryBuffer, TrajectoryBuffer};
+use crate::buffer::{InMemoryBuffer, TrajectoryBuffer, split_minibatches};
+use crate::distributed::{Communicator, RolloutShard, reduce_trainable_grads};
 use crate::error::Result;
 use crate::kernel::StepKernel;
 use crate::objective::{ObjectiveMetrics, RowBatch, TrustRegionObjective};
@@ -26,10 +28,11 @@ pub(super) struct UpdateSummary {
     pub skipped: usize,
 }
 
-/// One mini-batch's accumulated gradient and the metrics of all its rows.
+/// One mini-batch's accumulated gradient and the metrics of all its rows (`None` for a
+/// worker that holds none of them).
 struct Accumulated {
     grads: GradientsParams,
-    metrics: ObjectiveMetrics,
+    metrics: Option<ObjectiveMetrics>,
 }
 
 /// Replays the rollout's rows with the current policy and applies the optimiser steps.
@@ -41,11 +44,17 @@ pub(super) struct Updater<'a, P: FlowPolicy> {
     pub device: &'a Device,
     /// The trainer's step, for logs.
     pub step: usize,
+    /// The workers whose gradients are summed.
+    pub communicator: &'a dyn Communicator,
+    /// This worker's share of the rollout's rows.
+    pub shard: &'a RolloutShard,
 }
 
 impl<P: FlowPolicy> Updater<'_, P> {
-    /// `inner_epochs` passes over `buffer`, each split into `minibatches_per_rollout`
-    /// shuffled mini-batches, one optimiser step each.
+    /// `inner_epochs` passes over the rollout's rows, each split into
+    /// `minibatches_per_rollout` shuffled mini-batches, one optimiser step each. Mini-batches
+    /// are drawn over the whole rollout's rows with the shared RNG; `buffer` holds this
+    /// worker's rows, and each worker works on its rows of each mini-batch.
     pub(super) fn run(
         &self,
         state: &mut StepState<P>,
@@ -58,12 +67,17 @@ impl<P: FlowPolicy> Updater<'_, P> {
             grad_norms: Vec::new(),
             skipped: 0,
         };
+        let total_rows = buffer.len() * self.communicator.world_size();
         for _ in 0..self.config.inner_epochs {
-            let minibatches =
-                buffer.minibatches(self.config.minibatches_per_rollout, &mut state.rng)?;
-            for indices in minibatches {
-                let Accumulated { mut grads, metrics } =
-                    self.accumulate(&state.policy, buffer, conditions, &indices)?;
+            let minibatches = split_minibatches(
+                total_rows,
+                self.config.minibatches_per_rollout,
+                &mut state.rng,
+            )?;
+            for rows in minibatches {
+                let (mut grads, metrics) =
+                    self.minibatch_gradient(&state.policy, buffer, conditions, &rows)?;
+                let metrics = metrics.unwrap_or_default();
                 summary.first.get_or_insert_with(|| metrics.clone());
                 let norm = global_grad_norm(&state.policy, &grads)?;
                 if !norm.is_finite() {
@@ -71,7 +85,7 @@ impl<P: FlowPolicy> Updater<'_, P> {
                     log::warn!(
                         "step {}: skipped an update with gradient norm {norm} ({} rows)",
                         self.step,
-                        indices.len()
+                        rows.len()
                     );
                     continue;
                 }
@@ -93,18 +107,50 @@ impl<P: FlowPolicy> Updater<'_, P> {
         Ok(summary)
     }
 
-    /// The gradient of the mean loss over the mini-batch `indices`, computed in passes of at
-    /// most `micro_batch_rows` rows. Micro-batch j's mean loss L_j is weighted by
-    /// |m_j| / M, so the sum is the mini-batch mean and its gradient the one-pass gradient
-    /// (ALGORITHMS.md §7).
+    /// The gradient of the mean loss over the mini-batch of global `rows`, summed over the
+    /// workers, and the metrics of all its rows. On one worker nothing is exchanged.
+    fn minibatch_gradient(
+        &self,
+        policy: &P,
+        buffer: &InMemoryBuffer,
+        conditions: &P::Condition,
+        rows: &[usize],
+    ) -> Result<(GradientsParams, Option<ObjectiveMetrics>)> {
+        if self.communicator.world_size() == 1 {
+            let Accumulated { grads, metrics } =
+                self.accumulate(policy, buffer, conditions, rows, rows.len())?;
+            return Ok((grads, metrics));
+        }
+        let local_rows = self.shard.local_rows(rows);
+        let (grads, metrics) =
+            match self.accumulate(policy, buffer, conditions, &local_rows, rows.len()) {
+                Ok(Accumulated { grads, metrics }) => (Ok(grads), metrics),
+                Err(err) => (Err(err), None),
+            };
+        let grads = reduce_trainable_grads(self.communicator, policy, grads)?;
+        Ok((grads, merge_worker_metrics(self.communicator, metrics)?))
+    }
+
+    /// This worker's part of the gradient of the mean loss over a mini-batch of
+    /// `minibatch_rows` rows, from its rows `indices` of it, computed in passes of at most
+    /// `micro_batch_rows` rows. Micro-batch j's mean loss L_j is weighted by |m_j| / M, so
+    /// the sum over micro-batches and workers is the mini-batch mean and its gradient the
+    /// one-pass gradient (ALGORITHMS.md §7).
     fn accumulate(
         &self,
         policy: &P,
         buffer: &InMemoryBuffer,
         conditions: &P::Condition,
         indices: &[usize],
+        minibatch_rows: usize,
     ) -> Result<Accumulated> {
         let rows = indices.len();
+        if rows == 0 {
+            return Ok(Accumulated {
+                grads: GradientsParams::new(),
+                metrics: None,
+            });
+        }
         let micro_batch_rows = self.config.micro_batch_rows.unwrap_or(rows).min(rows);
         let mut accumulator = GradientsAccumulator::<P>::new();
         let mut parts = Vec::with_capacity(rows.div_ceil(micro_batch_rows));
@@ -112,19 +158,19 @@ impl<P: FlowPolicy> Updater<'_, P> {
             let (micro_rows, advantages) = buffer.gather(micro_batch)?;
             let batch = self.replay(policy, &micro_rows, conditions, &advantages)?;
             let output = self.objective.loss(&batch)?;
-            let loss = if micro_batch.len() == rows {
+            let loss = if micro_batch.len() == minibatch_rows {
                 output.loss
             } else {
                 output
                     .loss
-                    .mul_scalar(micro_batch.len() as f64 / rows as f64)
+                    .mul_scalar(micro_batch.len() as f64 / minibatch_rows as f64)
             };
             accumulator.accumulate(policy, GradientsParams::from_grads(loss.backward(), policy));
             parts.push(output.metrics);
         }
         let metrics = match parts.len() {
-            1 => parts.remove(0),
-            _ => ObjectiveMetrics::merge(&parts).unwrap_or_default(),
+            1 => parts.pop(),
+            _ => ObjectiveMetrics::merge(&parts),
         };
         Ok(Accumulated {
             grads: accumulator.grads(),

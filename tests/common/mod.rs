@@ -5,6 +5,7 @@
 pub mod mmdit_fixture;
 pub mod objectives;
 pub mod toy;
+pub mod workers;
 
 use burn::prelude::*;
 use flow_rl::Rng;
