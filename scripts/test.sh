@@ -2,12 +2,14 @@
 # The test suite, as CI runs it, on a machine with or without a GPU:
 #   1. every test on flex, the default CPU backend (`cargo test`), then the CLIP tokenizer on
 #      CLIP's real vocabulary (downloaded from PyPI inside the open_clip_torch wheel);
-#   2. the backend-conformance suite on wgpu and on LibTorch's CPU backend (tch), each
+#   2. data-parallel training over `mpirun -np 2` (`cargo test --features mpi --test
+#      distributed`), with Open MPI, which scripts/openmpi.sh installs when missing;
+#   3. the backend-conformance suite on wgpu and on LibTorch's CPU backend (tch), each
 #      compared with flex, in one build
 #      (`cargo test --profile conformance --features wgpu,tch --test backends`; that profile,
 #      in Cargo.toml, builds dependencies at opt-level 1 without debug info: 15 min from
 #      nothing on 2 cores, against 26 min for the dev profile even after the flex build).
-# Step 2 needs a Vulkan driver. Without a GPU that is Mesa's software Vulkan (lavapipe), which
+# Step 3 needs a Vulkan driver. Without a GPU that is Mesa's software Vulkan (lavapipe), which
 # this script installs with apt-get when no Vulkan driver is found (as root, or through sudo
 # when it needs no password); otherwise it says what to install and stops. It also needs
 # PyTorch 2.9.0, which scripts/libtorch_env.sh installs from PyPI into a virtual environment
@@ -76,6 +78,10 @@ python3 -m pip download --quiet --no-deps --dest "$clip_vocab/wheel" open_clip_t
 python3 scripts/clip_vocab.py "$clip_vocab"/wheel/open_clip_torch-3.3.0-py3-none-any.whl \
     --out "$clip_vocab/vocab"
 FLOW_RL_CLIP_VOCAB="$clip_vocab/vocab" cargo test --test clip -- --ignored
+
+# Several workers through MPI: each test starts `mpirun -np 2` on its own test binary.
+scripts/openmpi.sh
+cargo test --features mpi --test distributed
 
 libtorch_exports="$(scripts/libtorch_env.sh)"
 eval "$libtorch_exports"
