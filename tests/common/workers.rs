@@ -226,27 +226,37 @@ const DIVERGENCE_RELATIVE: f64 = 1e-4;
 fn assert_objective_close(got: &ObjectiveMetrics, want: &ObjectiveMetrics, what: &str) {
     assert_eq!(got.rows, want.rows, "{what}: rows");
     let rel = 1e-5;
-    for (name, g, w, rel) in [
-        ("loss", got.loss, want.loss, DIVERGENCE_RELATIVE),
-        ("ratio mean", got.ratio.mean, want.ratio.mean, rel),
+    // The ratio's std (2e-6 on the tiny MMDiT) is far below the f32 resolution of the
+    // ratios it comes from (1.2e-7 at 1): it is compared to 1e-7 absolute at least.
+    for (name, g, w, rel, scale) in [
+        ("loss", got.loss, want.loss, DIVERGENCE_RELATIVE, 0.0),
+        ("ratio mean", got.ratio.mean, want.ratio.mean, rel, 0.0),
         (
             "ratio std",
             got.ratio.std,
             want.ratio.std,
             DIVERGENCE_RELATIVE,
+            1e-3,
         ),
-        ("ratio min", got.ratio.min, want.ratio.min, rel),
-        ("ratio max", got.ratio.max, want.ratio.max, rel),
+        ("ratio min", got.ratio.min, want.ratio.min, rel, 0.0),
+        ("ratio max", got.ratio.max, want.ratio.max, rel, 0.0),
         (
             "approx kl",
             got.approx_kl,
             want.approx_kl,
             DIVERGENCE_RELATIVE,
+            0.0,
         ),
-        ("kl mean", got.kl_mean, want.kl_mean, DIVERGENCE_RELATIVE),
-        ("kl max", got.kl_max, want.kl_max, DIVERGENCE_RELATIVE),
+        (
+            "kl mean",
+            got.kl_mean,
+            want.kl_mean,
+            DIVERGENCE_RELATIVE,
+            0.0,
+        ),
+        ("kl max", got.kl_max, want.kl_max, DIVERGENCE_RELATIVE, 0.0),
     ] {
-        assert_close(g, w, rel, 0.0, &format!("{what}: {name}"));
+        assert_close(g, w, rel, scale, &format!("{what}: {name}"));
     }
     assert_eq!(got.clip.is_some(), want.clip.is_some(), "{what}: clip");
     if let (Some(g), Some(w)) = (got.clip, want.clip) {

@@ -18,6 +18,14 @@ use super::surrogate;
 /// attention at rank 32. Here autodiff keeps only the base (already resident), the input and
 /// the `[.., r]` intermediate, and the factors' gradients are computed at rank width.
 pub(crate) fn project<const D: usize>(linear: &Linear, input: Tensor<D>) -> Tensor<D> {
+    if D > 2 {
+        let dims = input.dims();
+        let rows: usize = dims[..D - 1].iter().product();
+        let output = project(linear, input.reshape([rows, dims[D - 1]]));
+        let mut output_dims = dims;
+        output_dims[D - 1] = output.dims()[1];
+        return output.reshape(output_dims);
+    }
     let dtype = input.dtype();
     let weight = linear.weight.base();
     let weight_dtype = weight.dtype();

@@ -45,7 +45,7 @@ mod model;
 mod prompt_encoding;
 mod prompts;
 mod safetensors_io;
-mod surrogate;
+pub(crate) mod surrogate;
 #[cfg(test)]
 mod tests;
 mod weights;

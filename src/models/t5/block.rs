@@ -4,11 +4,11 @@
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
-use burn::tensor::activation::gelu_approximate;
 
 use super::attention::T5Attention;
 use super::norm::T5LayerNorm;
 use crate::models::mmdit::layers::project;
+use crate::models::mmdit::surrogate::gelu_tanh;
 
 /// T5 v1.1's feed-forward: `wo(gelu_tanh(wi_0·x) ⊙ wi_1·x)`, without biases.
 #[derive(Module, Debug)]
@@ -37,7 +37,7 @@ impl T5FeedForward {
 
     /// `[P, S, d_model] → [P, S, d_model]`.
     pub fn forward(&self, tokens: Tensor<3>) -> Tensor<3> {
-        let gate = gelu_approximate(project(&self.wi_0, tokens.clone()));
+        let gate = gelu_tanh(project(&self.wi_0, tokens.clone()));
         project(&self.wo, gate * project(&self.wi_1, tokens))
     }
 }
