@@ -1,5 +1,7 @@
-//! What a backend's device is, which reduced float types it computes in, and how fast it
-//! multiplies matrices (about one second per figure).
+//! What a backend's device is, which reduced float types it computes in, how fast it
+//! multiplies matrices and how fast its attention runs at the mid-size MMDiT's joint
+//! attention shape (about one second per figure). `scripts/op_peer_bench.py` measures the
+//! same two operations in PyTorch.
 //!
 //! ```sh
 //! cargo run --release --example backend_info
@@ -28,6 +30,10 @@ struct Args {
     /// Seconds spent measuring each dtype.
     #[arg(long, default_value_t = 1.0)]
     seconds: f64,
+    /// Attention shape `batch,heads,tokens,head_dim` (default: the mid-size MMDiT's joint
+    /// attention, 256 image + 333 context tokens).
+    #[arg(long, default_value = "1,6,589,64", value_delimiter = ',', num_args = 4)]
+    attention: Vec<usize>,
 }
 
 fn main() {
@@ -71,7 +77,59 @@ fn run(args: Args) -> Result<()> {
             size = args.size
         );
     }
+    let shape = [
+        args.attention[0],
+        args.attention[1],
+        args.attention[2],
+        args.attention[3],
+    ];
+    let seconds = attention_seconds(&device, shape, args.seconds)?;
+    let [batch, heads, tokens, head_dim] = shape;
+    // q·kᵀ and p·v: 2·T²·d multiply-adds each.
+    let flop = 4.0 * (batch * heads * tokens * tokens * head_dim) as f64;
+    println!(
+        "attention f32 {batch}x{heads}x{tokens}x{head_dim}: {:>8.3} ms ({:.1} GFLOP/s)",
+        seconds * 1e3,
+        flop / seconds / 1e9
+    );
     Ok(())
+}
+
+/// Seconds per call of burn's `attention` (softmax(q·kᵀ/√d)·v) on f32 `shape` inputs, the
+/// median of repeated calls, each read back, over about `budget` seconds.
+fn attention_seconds(device: &Device, shape: [usize; 4], budget: f64) -> Result<f64> {
+    let mut rng = Rng::seed_from(1);
+    let [batch, heads, tokens, head_dim] = shape;
+    let mut input = || {
+        rng.normal_tensor([batch * heads * tokens, head_dim], device)
+            .reshape(shape)
+    };
+    let (query, key, value) = (input(), input(), input());
+    let call = || -> Result<f64> {
+        let started = Instant::now();
+        let out = burn::tensor::module::attention(
+            query.clone(),
+            key.clone(),
+            value.clone(),
+            None,
+            None,
+            Default::default(),
+        );
+        out.sum()
+            .into_data()
+            .convert::<f32>()
+            .try_to_vec::<f32>()
+            .map_err(|err| flow_rl::Error::TensorRead(format!("{err:?}")))?;
+        Ok(started.elapsed().as_secs_f64())
+    };
+    call()?;
+    let started = Instant::now();
+    let mut times = Vec::new();
+    while started.elapsed().as_secs_f64() < budget || times.len() < 5 {
+        times.push(call()?);
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
 }
 
 /// The adapter's own name and what kernels are compiled for, where the backend reports them.
