@@ -32,7 +32,12 @@ struct Args {
     seconds: f64,
     /// Attention shape `batch,heads,tokens,head_dim` (default: the mid-size MMDiT's joint
     /// attention, 256 image + 333 context tokens).
-    #[arg(long, default_value = "1,6,589,64", value_delimiter = ',', num_args = 4)]
+    #[arg(
+        long,
+        default_value = "1,6,589,64",
+        value_delimiter = ',',
+        num_args = 4
+    )]
     attention: Vec<usize>,
 }
 
