@@ -82,12 +82,16 @@ fn run(args: Args) -> Result<()> {
             size = args.size
         );
     }
-    let shape = [
-        args.attention[0],
-        args.attention[1],
-        args.attention[2],
-        args.attention[3],
-    ];
+    // clap takes exactly four values (`num_args = 4`).
+    let shape: [usize; 4] =
+        args.attention
+            .as_slice()
+            .try_into()
+            .map_err(|_| flow_rl::Error::InvalidArgument {
+                name: "--attention".into(),
+                value: format!("{:?}", args.attention),
+                expected: "four sizes: batch,heads,tokens,head_dim".into(),
+            })?;
     let seconds = attention_seconds(&device, shape, args.seconds)?;
     let [batch, heads, tokens, head_dim] = shape;
     // q·kᵀ and p·v: 2·T²·d multiply-adds each.

@@ -29,31 +29,9 @@ vulkan_driver_present() {
     return 1
 }
 
-install_vulkan_driver() {
-    local packages=(mesa-vulkan-drivers libvulkan1)
-    if ! command -v apt-get >/dev/null 2>&1; then
-        echo "No Vulkan driver found, and no apt-get to install one. Install your GPU's" \
-             "Vulkan driver, or Mesa's software Vulkan (lavapipe), then run this again." >&2
-        return 1
-    fi
-    local run=()
-    if [ "$(id -u)" -ne 0 ]; then
-        if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
-            run=(sudo)
-        else
-            echo "No Vulkan driver found. Install Mesa's software Vulkan as root:" >&2
-            echo "    apt-get update && apt-get install -y ${packages[*]}" >&2
-            return 1
-        fi
-    fi
-    echo "No Vulkan driver found: installing ${packages[*]} (Mesa's software Vulkan, lavapipe)"
-    "${run[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    "${run[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-        --no-install-recommends "${packages[@]}"
-}
-
 if ! vulkan_driver_present; then
-    install_vulkan_driver
+    scripts/apt_install.sh "A Vulkan driver (here Mesa's software Vulkan, lavapipe)" \
+        mesa-vulkan-drivers libvulkan1
 fi
 
 # Lavapipe's window-system code complains (harmlessly) when this is unset; a private empty

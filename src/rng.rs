@@ -121,6 +121,17 @@ impl Rng {
         Tensor::from_data(TensorData::new(values, [rows, cols]), device)
     }
 
+    /// A `[streams.len(), cols]` f32 tensor on `device` whose row i holds `cols` standard
+    /// normal draws from `streams[i]`: one stream per row, as a rollout keys each sample's
+    /// noise (see [`Rng::stream`]).
+    pub fn normal_rows(streams: &mut [Rng], cols: usize, device: &Device) -> Tensor<2> {
+        let values: Vec<f32> = streams
+            .iter_mut()
+            .flat_map(|stream| (0..cols).map(|_| stream.normal() as f32))
+            .collect();
+        Tensor::from_data(TensorData::new(values, [streams.len(), cols]), device)
+    }
+
     /// A `[len]` f32 tensor of uniform draws in `[0, 1)` on `device`.
     pub fn uniform_tensor(&mut self, len: usize, device: &Device) -> Tensor<1> {
         let values: Vec<f32> = (0..len).map(|_| self.uniform() as f32).collect();

@@ -230,10 +230,10 @@ pub fn rollout<P: FlowPolicy>(
         let mut group_noise: Vec<Rng> = (config.first_group..config.first_group + groups)
             .map(|group| Rng::stream(group_key, group as u64))
             .collect();
-        let per_group = normal_rows(&mut group_noise, latent_dims, &device);
+        let per_group = Rng::normal_rows(&mut group_noise, latent_dims, &device);
         per_group.select(0, int_index(&sample_group, &device))
     } else {
-        normal_rows(&mut sample_noise, latent_dims, &device)
+        Rng::normal_rows(&mut sample_noise, latent_dims, &device)
     };
     let chunks = SampleChunks::new(&conditions, config.batch_size.unwrap_or(samples));
 
@@ -257,7 +257,7 @@ pub fn rollout<P: FlowPolicy>(
                 "a step where the kernel is stochastic; the last step is deterministic for CPS",
             ));
         }
-        let noise = normal_rows(&mut sample_noise, latent_dims, &device);
+        let noise = Rng::normal_rows(&mut sample_noise, latent_dims, &device);
         let next = transition.sample(noise)?;
         recorded.push(RecordedStep {
             step,
@@ -276,19 +276,6 @@ pub fn rollout<P: FlowPolicy>(
         conditions,
         sde_steps: plan.sde_steps.to_vec(),
     })
-}
-
-/// A `[streams.len(), latent_dims]` tensor whose row i holds `latent_dims` standard normal
-/// draws from `streams[i]`.
-fn normal_rows(streams: &mut [Rng], latent_dims: usize, device: &Device) -> Tensor<2> {
-    let values: Vec<f32> = streams
-        .iter_mut()
-        .flat_map(|stream| (0..latent_dims).map(|_| stream.normal() as f32))
-        .collect();
-    Tensor::from_data(
-        TensorData::new(values, [streams.len(), latent_dims]),
-        device,
-    )
 }
 
 /// The samples of a rollout split into contiguous chunks of at most `size`, for the

@@ -11,20 +11,15 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use burn::prelude::*;
-use common::module_values;
 use common::toy::pretrained_mlp;
 use common::workers::{
-    Outcome, assert_same_run, distance_reward, mlp_config, tiny_mmdit_worker_setup, train_mlp,
-    train_tiny_mmdit,
+    Outcome, assert_same_run, fail_a_step_then_retry, mlp_config, single_process,
+    tiny_mmdit_worker_setup, train_mlp, train_tiny_mmdit,
 };
-use flow_rl::distributed::{Communicator, MpiCommunicator, SingleProcess};
+use flow_rl::distributed::{Communicator, MpiCommunicator};
 use flow_rl::metrics::{JsonLinesWriter, read_json_lines};
-use flow_rl::policy::Unconditional;
-use flow_rl::reward::{HostReward, RewardSet};
-use flow_rl::trainer::Trainer;
 use serde::{Deserialize, Serialize};
 
 /// The case a worker runs.
@@ -85,7 +80,13 @@ fn mpi_worker() {
                     .to_string(),
             )
         }
-        "reward-failure" => reward_failure(mpi, &pretrained_mlp(50, &device)),
+        "reward-failure" => {
+            let (error, outcome) = fail_a_step_then_retry(mpi, &pretrained_mlp(50, &device));
+            Report::FailedThenTrained {
+                error: error.to_string(),
+                outcome,
+            }
+        }
         other => panic!("unknown case {other}"),
     };
     let path = reports.join(format!("rank-{rank}.jsonl"));
@@ -93,39 +94,6 @@ fn mpi_worker() {
         .unwrap()
         .write(&report)
         .unwrap();
-}
-
-/// Worker 1's reward is NaN in the second step: every worker's step fails; a retry with a
-/// good reward continues the run.
-fn reward_failure(mpi: Rc<dyn Communicator>, base: &flow_rl::models::mlp::MlpPolicy) -> Report {
-    let rank = mpi.rank();
-    let calls = AtomicUsize::new(0);
-    let flaky = RewardSet::single(HostReward::new("near-(1,1)", move |p: &[f32]| {
-        let samples_per_worker = 16;
-        if rank == 1 && calls.fetch_add(1, Ordering::Relaxed) / samples_per_worker == 1 {
-            f32::NAN
-        } else {
-            -((p[0] - 1.0).powi(2) + (p[1] - 1.0).powi(2))
-        }
-    }));
-    let device = Device::default().autodiff();
-    let mut trainer = Trainer::new(mlp_config("flow-dppo"), base.clone(), &device)
-        .unwrap()
-        .with_communicator(mpi)
-        .unwrap();
-    let first = trainer.step(&Unconditional(8), &flaky).unwrap();
-    let error = trainer
-        .step(&Unconditional(8), &flaky)
-        .unwrap_err()
-        .to_string();
-    let second = trainer.step(&Unconditional(8), &distance_reward()).unwrap();
-    Report::FailedThenTrained {
-        error,
-        outcome: Outcome {
-            parameters: module_values(trainer.policy()),
-            metrics: vec![first, second],
-        },
-    }
 }
 
 /// Runs `case` on [`WORKERS`] MPI processes and returns their reports, rank 0 first.
@@ -183,10 +151,6 @@ fn failed(report: Report) -> String {
     }
 }
 
-fn single() -> Rc<dyn Communicator> {
-    Rc::new(SingleProcess)
-}
-
 /// Both workers end with the same bits, and both equal the one-process run.
 fn assert_is_the_one_process_run(outcomes: Vec<Outcome>, alone: &Outcome, what: &str) {
     for (rank, outcome) in outcomes.iter().enumerate() {
@@ -204,7 +168,7 @@ fn two_mpi_workers_train_the_mlp_toy_as_one_process_does() {
     let alone = train_mlp(
         mlp_config("ratio-clip"),
         &pretrained_mlp(100, &device),
-        single(),
+        single_process(),
         STEPS,
     )
     .unwrap();
@@ -214,7 +178,7 @@ fn two_mpi_workers_train_the_mlp_toy_as_one_process_does() {
 
 #[test]
 fn two_mpi_workers_train_the_tiny_lora_mmdit_as_one_process_does() {
-    let alone = train_tiny_mmdit(tiny_mmdit_worker_setup(0), single(), STEPS);
+    let alone = train_tiny_mmdit(tiny_mmdit_worker_setup(0), single_process(), STEPS);
     let outcomes = run_workers("mmdit").into_iter().map(trained).collect();
     assert_is_the_one_process_run(outcomes, &alone, "tiny LoRA MMDiT");
 }
@@ -250,7 +214,7 @@ fn a_reward_failure_on_one_mpi_worker_fails_the_step_on_both_and_a_retry_continu
     let alone = train_mlp(
         mlp_config("flow-dppo"),
         &pretrained_mlp(50, &device),
-        single(),
+        single_process(),
         2,
     )
     .unwrap();

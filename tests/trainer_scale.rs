@@ -6,6 +6,7 @@ mod common;
 use burn::prelude::*;
 use burn::tensor::Distribution;
 use common::toy::pretrained_mlp;
+use common::workers::distance_reward;
 use common::{HostBatch, module_values};
 use flow_rl::Rng;
 use flow_rl::kernel::{DanceSdeConfig, FlowSdeConfig, KernelConfig};
@@ -18,12 +19,6 @@ use flow_rl::reward::{HostReward, RewardSet};
 use flow_rl::rollout::{RolloutConfig, RolloutPlan, rollout};
 use flow_rl::schedule::{SdeStepSelection, SigmaScheduleConfig};
 use flow_rl::trainer::{Trainer, TrainerConfig};
-
-fn distance_reward() -> RewardSet<Unconditional> {
-    RewardSet::single(HostReward::new("near-(1,1)", |p: &[f32]| {
-        -((p[0] - 1.0).powi(2) + (p[1] - 1.0).powi(2))
-    }))
-}
 
 fn relative_difference(a: &[f32], b: &[f32]) -> f64 {
     let scale = b.iter().fold(0.0f64, |m, &v| m.max(v.abs() as f64));

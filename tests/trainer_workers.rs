@@ -4,25 +4,16 @@
 
 mod common;
 
-use std::rc::Rc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use burn::prelude::*;
 use common::toy::pretrained_mlp;
 use common::workers::{
-    Outcome, assert_same_run, distance_reward, mlp_config, on_threads, tiny_mmdit_worker_setup,
-    train_mlp, train_tiny_mmdit,
+    Outcome, assert_same_run, distance_reward, fail_a_step_then_retry, mlp_config, on_threads,
+    single_process, tiny_mmdit_worker_setup, train_mlp, train_tiny_mmdit,
 };
 use common::{module_values, scratch};
 use flow_rl::Error;
-use flow_rl::distributed::{Communicator, SingleProcess};
 use flow_rl::policy::Unconditional;
-use flow_rl::reward::{HostReward, RewardSet};
 use flow_rl::trainer::Trainer;
-
-fn single() -> Rc<dyn Communicator> {
-    Rc::new(SingleProcess)
-}
 
 /// Every worker ends with the same bits: they took the same reduced gradients.
 fn assert_workers_agree(outcomes: &[Outcome]) {
@@ -47,7 +38,7 @@ fn the_mlp_toy_on_two_and_four_workers_is_the_one_worker_run() {
     let base = pretrained_mlp(100, &device);
     for objective in ["ratio-clip", "flow-dppo"] {
         let config = mlp_config(objective);
-        let alone = train_mlp(config.clone(), &base, single(), 3).unwrap();
+        let alone = train_mlp(config.clone(), &base, single_process(), 3).unwrap();
         assert!(alone.metrics.iter().all(|m| m.updates == 4));
         assert_ne!(
             alone.parameters,
@@ -73,7 +64,7 @@ fn the_mlp_toy_on_two_and_four_workers_is_the_one_worker_run() {
 #[test]
 fn the_tiny_lora_mmdit_on_two_workers_is_the_one_worker_run() {
     // Each worker initialises its adapters with another seed: rank 0's are broadcast.
-    let alone = train_tiny_mmdit(tiny_mmdit_worker_setup(0), single(), 2);
+    let alone = train_tiny_mmdit(tiny_mmdit_worker_setup(0), single_process(), 2);
     let setups: Vec<_> = (0..2).map(tiny_mmdit_worker_setup).collect();
     let outcomes = on_threads(2, |communicator| {
         let setup = setups[communicator.rank()].clone();
@@ -143,39 +134,9 @@ fn workers_with_different_configurations_all_fail_naming_the_fields() {
 fn a_reward_failure_on_one_worker_fails_the_step_everywhere_and_a_retry_continues_the_run() {
     let device = Device::default().autodiff();
     let base = pretrained_mlp(50, &device);
-    let config = mlp_config("flow-dppo");
-    let alone = train_mlp(config.clone(), &base, single(), 2).unwrap();
+    let alone = train_mlp(mlp_config("flow-dppo"), &base, single_process(), 2).unwrap();
     let outcomes = on_threads(2, |communicator| {
-        let rank = communicator.rank();
-        let calls = AtomicUsize::new(0);
-        // Worker 1's reward fails (NaN) on its second call only.
-        let flaky = RewardSet::single(HostReward::new("near-(1,1)", move |p: &[f32]| {
-            let call = calls.fetch_add(1, Ordering::Relaxed);
-            let samples_per_call = 16;
-            if rank == 1 && call / samples_per_call == 1 {
-                f32::NAN
-            } else {
-                -((p[0] - 1.0).powi(2) + (p[1] - 1.0).powi(2))
-            }
-        }));
-        let device = Device::default().autodiff();
-        let mut trainer = Trainer::new(config.clone(), base.clone(), &device)
-            .unwrap()
-            .with_communicator(communicator)
-            .unwrap();
-        let first = trainer.step(&Unconditional(8), &flaky).unwrap();
-        let before = module_values(trainer.policy());
-        let error = trainer.step(&Unconditional(8), &flaky).unwrap_err();
-        assert_eq!(trainer.steps_done(), 1);
-        assert_eq!(module_values(trainer.policy()), before, "nothing changed");
-        let second = trainer.step(&Unconditional(8), &distance_reward()).unwrap();
-        (
-            error,
-            Outcome {
-                parameters: module_values(trainer.policy()),
-                metrics: vec![first, second],
-            },
-        )
+        fail_a_step_then_retry(communicator, &base)
     });
     assert!(
         matches!(&outcomes[1].0, Error::NonFinite { .. }),
@@ -204,7 +165,7 @@ fn rank_zero_writes_the_checkpoint_and_every_worker_resumes_from_it() {
     let device = Device::default().autodiff();
     let base = pretrained_mlp(50, &device);
     let config = mlp_config("ratio-clip");
-    let alone = train_mlp(config.clone(), &base, single(), 3).unwrap();
+    let alone = train_mlp(config.clone(), &base, single_process(), 3).unwrap();
     let path = scratch("workers.ckpt");
     let outcomes = on_threads(2, |communicator| {
         let device = Device::default().autodiff();

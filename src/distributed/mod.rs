@@ -47,7 +47,7 @@ pub use agreement::{agree, all_gather_bytes, gather_f32};
 pub use devices::DeviceCommunicator;
 #[cfg(feature = "mpi")]
 pub use mpi::MpiCommunicator;
-pub(crate) use parameters::{broadcast_trainable, reduce_trainable_grads};
+pub(crate) use parameters::{broadcast_trainable, reduce_trainable_grads, trainable_param_ids};
 pub use shard::RolloutShard;
 
 use crate::error::Result;

@@ -45,6 +45,14 @@ fn trainable_parameters<M: Module>(module: &M) -> Vec<Trainable> {
     collect.0
 }
 
+/// The ids of `module`'s trainable parameters, in its visiting order.
+pub(crate) fn trainable_param_ids<M: Module>(module: &M) -> Vec<ParamId> {
+    trainable_parameters(module)
+        .into_iter()
+        .map(|parameter| parameter.id)
+        .collect()
+}
+
 /// The sum over workers of every worker's `local` gradients of `module`'s trainable
 /// parameters (a parameter without a gradient counts as zeros, as on a worker with no rows
 /// in the mini-batch). If `local` is an error on any worker, every worker fails

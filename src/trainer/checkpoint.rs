@@ -14,8 +14,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use burn::module::{ModuleVisitor, Param, ParamGroup, ParamId, list_param_ids};
-use burn::prelude::Tensor;
+use burn::module::{ParamGroup, list_param_ids};
 use burn::store::ModuleRecord;
 use burn::store::burn_pack::Reader;
 use burn::tensor::Bytes;
@@ -23,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Trainer;
 use crate::advantage::PromptStatTracker;
-use crate::distributed::{agree, broadcast_trainable};
+use crate::distributed::{agree, broadcast_trainable, trainable_param_ids};
 use crate::error::{Error, Result};
 use crate::io::{read_regular_file, write_atomically};
 use crate::policy::FlowPolicy;
@@ -239,21 +238,6 @@ fn check_optimizer_record<P: FlowPolicy>(
         }
     }
     Ok(())
-}
-
-/// The ids of the parameters that are trained (require a gradient).
-fn trainable_param_ids<P: FlowPolicy>(policy: &P) -> Vec<ParamId> {
-    struct Trainable(Vec<ParamId>);
-    impl ModuleVisitor for Trainable {
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            if param.val().is_require_grad() {
-                self.0.push(param.id);
-            }
-        }
-    }
-    let mut trainable = Trainable(Vec::new());
-    policy.visit(&mut trainable);
-    trainable.0
 }
 
 /// Checks that the record held every trainable parameter of `policy`, into which it was

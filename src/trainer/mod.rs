@@ -282,15 +282,6 @@ impl<P: FlowPolicy> Trainer<P> {
         Ok(metrics)
     }
 
-    /// This worker's groups' conditions out of the whole rollout's.
-    fn local_conditions(&self, conditions: &P::Condition) -> P::Condition {
-        if self.communicator.world_size() == 1 {
-            conditions.clone()
-        } else {
-            conditions.pick(&self.shard.groups().collect::<Vec<_>>())
-        }
-    }
-
     /// Checks what can be checked before anything runs: the number of conditions, the
     /// reference policy, and prompts against the tracker.
     fn check_step_input(&self, conditions: &P::Condition, prompts: Option<&[&str]>) -> Result<()> {

@@ -10,7 +10,7 @@ use crate::distributed::{
 use crate::error::{Error, Result};
 use crate::metrics::non_finite;
 use crate::objective::ObjectiveMetrics;
-use crate::policy::FlowPolicy;
+use crate::policy::{ConditionBatch, FlowPolicy};
 use crate::reward::RewardScores;
 use crate::trainer::TrainerConfig;
 
@@ -79,6 +79,15 @@ impl<P: FlowPolicy> Trainer<P> {
     /// This worker's share of each rollout.
     pub fn shard(&self) -> RolloutShard {
         self.shard
+    }
+
+    /// This worker's groups' conditions out of the whole rollout's.
+    pub(super) fn local_conditions(&self, conditions: &P::Condition) -> P::Condition {
+        if self.communicator.world_size() == 1 {
+            conditions.clone()
+        } else {
+            conditions.pick(&self.shard.groups().collect::<Vec<_>>())
+        }
     }
 }
 

@@ -3,11 +3,12 @@
 //! the number of workers.
 
 use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 
 use burn::prelude::*;
 use burn::tensor::Distribution;
-use flow_rl::distributed::Communicator;
+use flow_rl::distributed::{Communicator, SingleProcess};
 use flow_rl::metrics::StepMetrics;
 use flow_rl::models::mlp::MlpPolicy;
 use flow_rl::models::mmdit::{Mmdit, MmditCondition, MmditConfig, MmditLoraConfig};
@@ -92,6 +93,11 @@ impl Communicator for ThreadCommunicator {
     }
 }
 
+/// The one-worker communicator, as the runs above are compared with.
+pub fn single_process() -> Rc<dyn Communicator> {
+    Rc::new(SingleProcess)
+}
+
 /// `run` on `world` worker threads, each with its own communicator; the results in rank
 /// order.
 pub fn on_threads<R: Send>(world: usize, run: impl Fn(Rc<dyn Communicator>) -> R + Sync) -> Vec<R> {
@@ -130,11 +136,58 @@ pub fn mlp_config(objective: &str) -> TrainerConfig {
         .with_seed(5)
 }
 
+/// Closeness of a 2-D point to (1, 1).
+fn closeness(point: &[f32]) -> f32 {
+    -((point[0] - 1.0).powi(2) + (point[1] - 1.0).powi(2))
+}
+
 /// Reward: closeness to (1, 1).
 pub fn distance_reward() -> RewardSet<Unconditional> {
-    RewardSet::single(HostReward::new("near-(1,1)", |p: &[f32]| {
-        -((p[0] - 1.0).powi(2) + (p[1] - 1.0).powi(2))
-    }))
+    RewardSet::single(HostReward::new("near-(1,1)", closeness))
+}
+
+/// On worker 1, a step of the MLP toy (`mlp_config("flow-dppo")`) scores a NaN reward; the
+/// step fails on every worker, leaves the trainer as it was (asserted here), and a retry with
+/// a good reward continues the run. Returns this worker's error and its two-step run.
+pub fn fail_a_step_then_retry(
+    communicator: Rc<dyn Communicator>,
+    base: &MlpPolicy,
+) -> (flow_rl::Error, Outcome) {
+    let rank = communicator.rank();
+    let calls = AtomicUsize::new(0);
+    // Worker 1's reward is NaN on its second rollout (its 4 groups × 4 samples) only.
+    let samples_per_rollout = 16;
+    let flaky = RewardSet::single(HostReward::new("near-(1,1)", move |point: &[f32]| {
+        let call = calls.fetch_add(1, Ordering::Relaxed);
+        if rank == 1 && call / samples_per_rollout == 1 {
+            f32::NAN
+        } else {
+            closeness(point)
+        }
+    }));
+    let device = Device::default().autodiff();
+    let mut trainer = Trainer::new(mlp_config("flow-dppo"), base.clone(), &device)
+        .unwrap()
+        .with_communicator(communicator)
+        .unwrap();
+    let first = trainer.step(&Unconditional(8), &flaky).unwrap();
+    let before = module_values(trainer.policy());
+    let error = trainer.step(&Unconditional(8), &flaky).unwrap_err();
+    assert_eq!(
+        trainer.steps_done(),
+        1,
+        "worker {rank}: the failed step counted"
+    );
+    assert!(
+        module_values(trainer.policy()) == before,
+        "worker {rank}: the failed step changed the parameters"
+    );
+    let second = trainer.step(&Unconditional(8), &distance_reward()).unwrap();
+    let outcome = Outcome {
+        parameters: module_values(trainer.policy()),
+        metrics: vec![first, second],
+    };
+    (error, outcome)
 }
 
 /// `steps` steps of the MLP toy from `base` with `config` on `communicator`'s workers.
