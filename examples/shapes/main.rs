@@ -13,6 +13,9 @@
 //! cargo run --release --example shapes -- pretrain --out base.bpk --steps 2000
 //! # its prompt accuracy on the unseen evaluation prompts, with a grid of samples:
 //! cargo run --release --example shapes -- evaluate --checkpoint base.bpk --prompts eval
+//! # the five experiments of the Flow-DPPO paper on the committed base model (--quick: a
+//! # smoke test of a minute or two whose numbers mean nothing):
+//! cargo run --release --example shapes -- experiments --out docs/results/shapes
 //! cargo run --release --example shapes -- --help
 //! ```
 //!
@@ -21,28 +24,41 @@
 //! red square`. The text encoder (text.rs): a word tokenizer and a tiny seeded CLIP. The
 //! scorer (scorer.rs): colour masks, connected components and shape classes. Pre-training
 //! (pretrain.rs), the base model's file (checkpoint.rs) and evaluation by deterministic
-//! sampling (evaluate.rs).
+//! sampling (evaluate.rs). RL fine-tuning (rl.rs): the crate's trainer with LoRA, the
+//! scorer as rewards (reward.rs), and every row the objective saw recorded for the mechanism
+//! (mechanism.rs). The experiments (experiments.rs) run every objective over seeds and write
+//! tables (report.rs) and figures (plots.rs).
 //!
 //! The committed base model, `examples/shapes/base.bpk` (the RL part loads it with
-//! `checkpoint::load_base`), was made on this 2-core CPU by
+//! `checkpoint::load_base`), was made on this 2-core CPU in two stages:
 //!
 //! ```sh
-//! cargo run --release --example shapes -- pretrain --out examples/shapes/base.bpk \
-//!     --steps 4000 --batch-size 32 --learning-rate 2e-3 --seed 0
+//! cargo run --release --example shapes -- pretrain --out base.bpk \
+//!     --steps 4000 --batch-size 32 --learning-rate 2e-3 --seed 0          # 1348 s
+//! cargo run --release --example shapes -- pretrain --init base.bpk --out examples/shapes/base.bpk \
+//!     --steps 4000 --batch-size 32 --learning-rate 1e-3 --final-learning-rate 1e-5 --seed 1  # 1124 s
 //! ```
 //!
-//! in 1348 s (22.5 min, sharing the CPU with another job), tail loss 0.163. It is **not yet a
-//! usable base**: `evaluate` (20 ODE steps, shift 1, seed 0) gives prompt accuracy 0.000 on
-//! the 55 evaluation prompts × 4 samples (count score 0.332, colour score 0.733) and 0.003
-//! on the 164 training prompts × 2 (count 0.333, colour 0.733): colours are right, but the
-//! samples hold fragmented blobs rather than clean shapes. It needs many more steps.
+//! 41 minutes in all (tail loss 0.163, then 0.132). It is **still a weak base**: at the
+//! experiments' 10 ODE steps, prompt accuracy 0.063 on the counting training prompts (count
+//! score 0.297, colour score 0.688) and 0.023 on the held-out counting prompts: colours are
+//! mostly right, but the samples hold fragmented blobs more often than clean shapes.
+//! docs/results/shapes/summary.md has what RL fine-tuning does from it.
 
 mod checkpoint;
 mod evaluate;
+mod experiments;
+mod mechanism;
+mod plots;
 mod pretrain;
 #[cfg(test)]
 mod pretrain_tests;
 mod prompt;
+mod report;
+mod reward;
+mod rl;
+#[cfg(test)]
+mod rl_tests;
 mod scorer;
 #[cfg(test)]
 mod tests;
@@ -63,6 +79,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::checkpoint::{BaseInfo, load_base, save_base};
 use crate::evaluate::{Evaluation, SamplingConfig};
+use crate::experiments::{ExperimentsConfig, run_all};
 use crate::pretrain::{TEXT_ENCODER_SEED, pretrain, prompt_split};
 use crate::prompt::{Prompt, PromptFamily, PromptSplit};
 use crate::scorer::{Corruption, Scorer, measure_accuracy};
@@ -138,9 +155,16 @@ enum Command {
         /// Scenes per step.
         #[arg(long, default_value_t = 32)]
         batch_size: usize,
-        /// AdamW learning rate (constant).
+        /// AdamW learning rate (of the first step, with `--final-learning-rate`).
         #[arg(long, default_value_t = 1e-3)]
         learning_rate: f64,
+        /// Decay the learning rate along a cosine to this value at the last step (constant
+        /// when not given).
+        #[arg(long)]
+        final_learning_rate: Option<f64>,
+        /// Train this base model further instead of fresh weights.
+        #[arg(long)]
+        init: Option<PathBuf>,
         /// The seed of the initial weights, scenes, σ and noise.
         #[arg(long, default_value_t = 0)]
         seed: u64,
@@ -173,6 +197,27 @@ enum Command {
         /// The grid PNG to write (the prompts go beside it, `.txt`).
         #[arg(long, default_value = "samples.png")]
         grid: PathBuf,
+    },
+    /// Fine-tune the base model with ratio clipping, GRPO-Guard and Flow-DPPO on the
+    /// counting prompts, several seeds each, and write the five experiments' tables
+    /// (`summary.md`), figures, per-rollout logs and image grids into `--out`.
+    Experiments {
+        /// The folder to write into (created if missing).
+        #[arg(long, default_value = "docs/results/shapes")]
+        out: PathBuf,
+        /// The base model written by `pretrain`.
+        #[arg(long, default_value = "examples/shapes/base.bpk")]
+        base: PathBuf,
+        /// A smoke test of every code path in about a minute, with numbers that mean
+        /// nothing: 2 seeds of 2 tiny rollouts.
+        #[arg(long)]
+        quick: bool,
+        /// Seeds per arm (default: 3, or 2 with `--quick`).
+        #[arg(long)]
+        seeds: Option<usize>,
+        /// Rollouts per run (default: 24, or 2 with `--quick`).
+        #[arg(long)]
+        rollouts: Option<usize>,
     },
 }
 
@@ -225,14 +270,17 @@ fn run(args: Args) -> Result<()> {
             steps,
             batch_size,
             learning_rate,
+            final_learning_rate,
+            init,
             seed,
         } => {
             let config = FlowMatchingConfig::new()
                 .with_steps(steps)
                 .with_batch_size(batch_size)
                 .with_learning_rate(learning_rate)
+                .with_final_learning_rate(final_learning_rate)
                 .with_seed(seed);
-            run_pretrain(&out, &config)
+            run_pretrain(&out, &config, init.as_deref())
         }
         Command::Evaluate {
             checkpoint,
@@ -251,13 +299,77 @@ fn run(args: Args) -> Result<()> {
                 .with_seed(seed);
             run_evaluate(&checkpoint, prompts, limit, &config, &grid)
         }
+        Command::Experiments {
+            out,
+            base,
+            quick,
+            seeds,
+            rollouts,
+        } => {
+            let mut config = if quick {
+                ExperimentsConfig::quick()
+            } else {
+                ExperimentsConfig::full()
+            };
+            if let Some(seeds) = seeds {
+                config.seeds = seeds;
+            }
+            if let Some(rollouts) = rollouts {
+                config.fine_tune.rollouts = rollouts;
+            }
+            let command = format!(
+                "cargo run --release --example shapes -- {}",
+                std::env::args().skip(1).collect::<Vec<_>>().join(" ")
+            );
+            run_experiments(&config, &base, &out, &command)
+        }
     }
 }
 
+/// Runs every experiment and writes the summary and figures.
+fn run_experiments(
+    config: &ExperimentsConfig,
+    base: &Path,
+    out: &Path,
+    command: &str,
+) -> Result<()> {
+    if config.seeds == 0 || config.fine_tune.rollouts == 0 {
+        return Err(Error::InvalidArgument {
+            name: "--seeds / --rollouts".into(),
+            value: format!("{} / {}", config.seeds, config.fine_tune.rollouts),
+            expected: "both at least 1".into(),
+        });
+    }
+    let results = run_all(config, base, out)?;
+    report::write(&results, out, command)?;
+    plots::draw_all(&results, out)?;
+    println!(
+        "{} runs in {:.0} s; wrote {}",
+        results.runs.len(),
+        results.seconds,
+        out.join("summary.md").display()
+    );
+    Ok(())
+}
+
 /// Pre-trains with a progress bar and a loss log, and saves the checkpoint.
-fn run_pretrain(out: &Path, config: &FlowMatchingConfig) -> Result<()> {
+fn run_pretrain(out: &Path, config: &FlowMatchingConfig, init: Option<&Path>) -> Result<()> {
     let split = prompt_split()?;
     let device = Device::default().autodiff();
+    let (initial, earlier) = match init {
+        Some(path) => {
+            let (model, info) = load_base(path, &device)?;
+            if info.text_encoder_seed != TEXT_ENCODER_SEED {
+                return Err(Error::InvalidArgument {
+                    name: "--init text encoder seed".into(),
+                    value: info.text_encoder_seed.to_string(),
+                    expected: format!("{TEXT_ENCODER_SEED}, the seed pre-training encodes with"),
+                });
+            }
+            (Some(model), format!("{}; then ", info.provenance))
+        }
+        None => (None, String::new()),
+    };
     let encoder = TextEncoder::new(TEXT_ENCODER_SEED, &device)?;
     let log_path = out.with_extension("jsonl");
     write_atomically(&log_path, b"")?;
@@ -271,32 +383,44 @@ fn run_pretrain(out: &Path, config: &FlowMatchingConfig) -> Result<()> {
     let started = Instant::now();
     let mut log_error = None;
     let mut recent_loss = None::<f64>;
-    let (model, tail_loss) = pretrain(config, &split.train, &encoder, &device, |step, loss| {
-        // An exponential moving average, as single-batch losses are noisy.
-        let smoothed = recent_loss.map_or(loss, |average| 0.98 * average + 0.02 * loss);
-        recent_loss = Some(smoothed);
-        bar.inc(1);
-        bar.set_message(format!("loss {smoothed:.4}"));
-        let record = serde_json::json!({
-            "step": step,
-            "loss": loss,
-            "seconds": started.elapsed().as_secs_f64(),
-        });
-        if let Err(err) = log.write(&record) {
-            log_error.get_or_insert(err);
-        }
-    })?;
+    let (model, tail_loss) = pretrain(
+        config,
+        &split.train,
+        &encoder,
+        &device,
+        initial,
+        |step, loss| {
+            // An exponential moving average, as single-batch losses are noisy.
+            let smoothed = recent_loss.map_or(loss, |average| 0.98 * average + 0.02 * loss);
+            recent_loss = Some(smoothed);
+            bar.inc(1);
+            bar.set_message(format!("loss {smoothed:.4}"));
+            let record = serde_json::json!({
+                "step": step,
+                "loss": loss,
+                "seconds": started.elapsed().as_secs_f64(),
+            });
+            if let Err(err) = log.write(&record) {
+                log_error.get_or_insert(err);
+            }
+        },
+    )?;
     bar.finish();
     if let Some(err) = log_error {
         return Err(err);
     }
     let seconds = started.elapsed().as_secs_f64();
     let provenance = format!(
-        "shapes pretrain --steps {} --batch-size {} --learning-rate {} --seed {}; \
+        "{earlier}shapes pretrain --steps {} --batch-size {} --learning-rate {}{} --seed {}; \
          {} training prompts; tail loss {tail_loss:.5}; {seconds:.0} s",
         config.steps,
         config.batch_size,
         config.learning_rate,
+        config
+            .final_learning_rate
+            .map_or(String::new(), |rate| format!(
+                " --final-learning-rate {rate}"
+            )),
         config.seed,
         split.train.len()
     );

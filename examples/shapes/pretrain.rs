@@ -35,13 +35,15 @@ pub fn prompt_split() -> Result<PromptSplit> {
     PromptSplit::new(&PromptFamily::All.prompts(), EVAL_FRACTION, SPLIT_SEED)
 }
 
-/// Trains a fresh [`mmdit_config`] MMDiT on `device` (which must be an autodiff device) on
-/// scenes of `prompts`, conditioned by `encoder` (built on the same device), for
-/// `config.steps` AdamW steps of `config.batch_size` scenes at `config.learning_rate`.
+/// Trains an MMDiT on `device` (which must be an autodiff device) on scenes of `prompts`,
+/// conditioned by `encoder` (built on the same device), for `config.steps` AdamW steps of
+/// `config.batch_size` scenes at `config.learning_rate_at(step)`.
 ///
-/// The weights are initialised from the device's generator seeded with `config.seed`, and
+/// The model is `initial` (a model to train further, on `device` with or without autodiff) or a fresh
+/// [`mmdit_config`] MMDiT whose weights are drawn from the device's generator seeded with
+/// `config.seed`. Either way
 /// prompts, scenes, σ and noise come from one [`Rng`] seeded with it, so the same
-/// configuration gives the same model. `progress(step, loss)` is called after every step.
+/// configuration and start give the same model. `progress(step, loss)` is called after every step.
 /// Returns the model (without autodiff) and the mean loss of the last 10% of steps.
 ///
 /// Fails for an empty prompt list, a device without autodiff, zero steps or batch size, or
@@ -51,6 +53,7 @@ pub fn pretrain(
     prompts: &[Prompt],
     encoder: &TextEncoder,
     device: &Device,
+    initial: Option<Mmdit>,
     progress: impl FnMut(usize, f64),
 ) -> Result<(Mmdit, f64)> {
     if prompts.is_empty() {
@@ -69,10 +72,17 @@ pub fn pretrain(
     }
     let texts: Vec<String> = prompts.iter().map(ToString::to_string).collect();
     let embeddings = encoder.encode(&texts)?;
-    device.seed(config.seed);
-    let model = mmdit_config()
-        .init(device)?
-        .with_latent_size(IMAGE_SIZE, IMAGE_SIZE);
+    let model = match initial {
+        // A model without autodiff (one `pretrain` returned, say) would never get a gradient.
+        Some(model) if model.devices().iter().any(|on| !on.is_autodiff()) => model.train(),
+        Some(model) => model,
+        None => {
+            device.seed(config.seed);
+            mmdit_config()
+                .init(device)?
+                .with_latent_size(IMAGE_SIZE, IMAGE_SIZE)
+        }
+    };
     let (model, tail_loss) = pretrain_flow_matching(
         model,
         config,
