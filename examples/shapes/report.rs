@@ -370,15 +370,21 @@ fn mechanism_tables(results: &Results) -> String {
          *Kept above τ*: rows that kept their gradient with KL ≥ τ (the issue's \
          under-constraint for ratio clipping). *Kept above τ, along A*: of those, the ones \
          that moved further along their advantage, which a KL trust region stops.\n\n\
-         | objective | rows with KL ≥ τ | stopped rows | over-constraint | kept above τ | \
-         kept above τ, along A | mean \\|log r + KL\\| / sqrt(2KL/N) |\n\
-         |---|---|---|---|---|---|---|\n",
+         | objective | inner epochs | rows with KL ≥ τ | stopped rows | over-constraint | \
+         kept above τ | kept above τ, along A | mean \\|log r + KL\\| / sqrt(2KL/N) |\n\
+         |---|---|---|---|---|---|---|---|\n",
         number(threshold())
     ));
-    for objective in ObjectiveName::ALL {
-        let runs = main_runs(results, objective);
+    let arms = ObjectiveName::ALL
+        .iter()
+        .flat_map(|&objective| EPOCHS.iter().map(move |&epochs| (objective, epochs)));
+    for (objective, epochs) in arms {
+        let runs = select(results, objective, Combination::WeightedSum, epochs);
+        if runs.is_empty() {
+            continue;
+        }
         text.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {epochs} | {} | {} | {} | {} | {} | {} |\n",
             objective.name(),
             over(&runs, |run| above_threshold_fraction(&run.mechanism)),
             over(&runs, |run| run.mechanism.errors.stopped_rows as f64),
