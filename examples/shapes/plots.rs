@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use flow_rl::{Error, Result};
-use plotters::coord::Shift;
+use plotters::coord::{CoordTranslate, Shift};
 use plotters::prelude::*;
 use plotters::style::FontStyle;
 
@@ -68,6 +68,20 @@ pub fn draw_all(results: &Results, out: &Path) -> Result<()> {
         }
         std::fs::rename(&partial, &path).map_err(|err| Error::io(&path, err))?;
     }
+    Ok(())
+}
+
+/// The legend of every labelled series, framed, on a translucent white box.
+fn draw_legend<'a, Coord: CoordTranslate>(
+    chart: &mut ChartContext<'a, BitMapBackend<'a>, Coord>,
+    position: SeriesLabelPosition,
+) -> PlotResult {
+    chart
+        .configure_series_labels()
+        .position(position)
+        .border_style(BLACK)
+        .background_style(WHITE.mix(0.8))
+        .draw()?;
     Ok(())
 }
 
@@ -156,13 +170,7 @@ fn line_panel(
                 .map(|&point| Circle::new(point, 3, colour.filled())),
         )?;
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
-        .border_style(BLACK)
-        .background_style(WHITE.mix(0.8))
-        .draw()?;
-    Ok(())
+    draw_legend(&mut chart, SeriesLabelPosition::LowerRight)
 }
 
 /// Experiment 1: reward, accuracy and clip or mask fraction per rollout, and reward
@@ -326,13 +334,7 @@ fn noise_scatter(area: &Area, rows: &[(ObjectiveName, Vec<RecordedRow>)]) -> Plo
         ))?
         .label("τ (Flow-DPPO)")
         .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], grey.stroke_width(3)));
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .border_style(BLACK)
-        .background_style(WHITE.mix(0.8))
-        .draw()?;
-    Ok(())
+    draw_legend(&mut chart, SeriesLabelPosition::UpperLeft)
 }
 
 fn noise_bins(area: &Area, rows: &[(ObjectiveName, Vec<RecordedRow>)]) -> PlotResult {
@@ -392,13 +394,7 @@ fn noise_bins(area: &Area, rows: &[(ObjectiveName, Vec<RecordedRow>)]) -> PlotRe
             .label(objective.name())
             .legend(move |(x, y)| Circle::new((x + 10, y), 5, colour.filled()));
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .border_style(BLACK)
-        .background_style(WHITE.mix(0.8))
-        .draw()?;
-    Ok(())
+    draw_legend(&mut chart, SeriesLabelPosition::UpperLeft)
 }
 
 /// Experiment 4: count and colour gains on the training prompts per objective, weighted

@@ -86,6 +86,11 @@ pub fn number(value: f64) -> String {
     }
 }
 
+/// The mean of `values`, NaN for none.
+fn mean(values: impl Iterator<Item = f64>) -> f64 {
+    Spread::of(values).mean
+}
+
 /// Per-run quantities the tables and plots share.
 impl RunResult {
     /// The rollout rewards' mean over the first quarter of the run.
@@ -486,15 +491,4 @@ fn epochs_table(results: &Results) -> String {
         }
     }
     text
-}
-
-fn mean(values: impl Iterator<Item = f64>) -> f64 {
-    let (total, count) = values.fold((0.0, 0usize), |(total, count), value| {
-        (total + value, count + 1)
-    });
-    if count == 0 {
-        f64::NAN
-    } else {
-        total / count as f64
-    }
 }

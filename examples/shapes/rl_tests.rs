@@ -224,6 +224,13 @@ fn quick_experiments_write_every_table_and_figure() {
             assert_eq!(run.mechanism.errors.under_constraint, 0.0);
         }
     }
+    // The mask's zero errors mean something only where it dropped rows: at 4 epochs it does.
+    let dppo_four = results
+        .runs
+        .iter()
+        .find(|run| run.spec.objective == ObjectiveName::FlowDppo && run.spec.inner_epochs == 4)
+        .unwrap();
+    assert!(dppo_four.mechanism.errors.stopped_rows > 0);
     let summary = std::fs::read_to_string(out.path().join("summary.md")).unwrap();
     for heading in [
         "## The claims",
