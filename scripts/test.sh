@@ -42,9 +42,6 @@ if [ -z "${XDG_RUNTIME_DIR:-}" ]; then
 fi
 
 cargo test
-# The shapes experiments' quick mode end to end, alone: its LoRA draws share the device
-# generator with the example's seeded pre-training tests.
-cargo test --example shapes -- --ignored quick_experiments
 
 # The CLIP tokenizer on CLIP's real 49408-token vocabulary, against transformers' ids of 214
 # prompts (tests/fixtures/clip/vocab_ids.json). The vocabulary ships only inside the

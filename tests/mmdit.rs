@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::prelude::*;
+use burn::store::{ModuleSnapshot, PathFilter, bridge};
 use burn::tensor::{DType, Distribution, FloatDType, TensorData};
 use common::mmdit_fixture::{Cases, EditableFile, fixture};
 use flow_rl::models::mmdit::{
@@ -305,6 +306,78 @@ fn lora_trains_only_its_factors_and_starts_at_the_base_model() {
             .without
             .iter()
             .any(|name| name.ends_with("mlp.fc1.weight"))
+    );
+}
+
+/// Every LoRA factor `<module>.weight.lora.<a|b>`, by path, as f32 values.
+fn lora_factors(model: &Mmdit) -> Vec<(String, Vec<f32>)> {
+    let filter = PathFilter::new().with_regex(r"\.lora\.(a|b)$");
+    model
+        .collect(Some(filter), None, false)
+        .into_iter()
+        .map(|factor| {
+            let name = factor.name.clone();
+            let data = bridge::into_data(factor).unwrap().convert::<f32>();
+            (name, data.try_to_vec::<f32>().unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn seeded_lora_factors_do_not_depend_on_the_device_generator() {
+    let device = Device::default();
+    let base = MmditConfig::tiny().init(&device).unwrap();
+    let seeded = |seed: u64| {
+        let model = MmditLoraConfig::new()
+            .with_rank(4)
+            .with_seed(Some(seed))
+            .apply(base.clone())
+            .unwrap();
+        // Whatever the generator does next must not matter.
+        let _ = Tensor::<1>::random([17], Distribution::Default, &device);
+        lora_factors(&model)
+    };
+    device.seed(1);
+    let first = seeded(7);
+    device.seed(2);
+    let again = seeded(7);
+    assert_eq!(
+        first, again,
+        "the same seed gives the same factors bit for bit"
+    );
+    let other = seeded(8);
+
+    let (down, up): (Vec<_>, Vec<_>) = first.iter().partition(|(name, _)| name.ends_with(".a"));
+    assert_eq!(down.len(), 19, "one A per attention projection");
+    assert!(
+        up.iter()
+            .all(|(_, values)| values.iter().all(|&v| v == 0.0)),
+        "B = 0"
+    );
+    let draws: Vec<f64> = down
+        .iter()
+        .flat_map(|(_, v)| v.iter().map(|&x| x as f64))
+        .collect();
+    let mean = draws.iter().sum::<f64>() / draws.len() as f64;
+    let std = (draws.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / draws.len() as f64).sqrt();
+    // σ = 1/r = 0.25 over thousands of draws: a few percent of sampling error.
+    assert!(
+        (std - 0.25).abs() < 0.01 && mean.abs() < 0.01,
+        "mean {mean}, std {std}"
+    );
+    assert!(
+        first
+            .iter()
+            .zip(&other)
+            .all(|((name, a), (_, b))| name.ends_with(".b") || a != b),
+        "another seed gives other A factors"
+    );
+    let distinct: std::collections::BTreeSet<u32> =
+        down.iter().map(|(_, values)| values[0].to_bits()).collect();
+    assert_eq!(
+        distinct.len(),
+        down.len(),
+        "each factor draws its own values"
     );
 }
 

@@ -118,10 +118,10 @@ impl Run {
         let embeddings = prompts::load_embeddings(args, mmdit.config(), &inference)?;
         let decoder = LatentDecoder::new(vae, latent_side, latent_side)?
             .with_chunk_size(args.decode_batch_size)?;
-        device.seed(args.seed.wrapping_add(LORA_SEED_OFFSET));
         let policy = MmditLoraConfig::new()
             .with_rank(args.lora_rank)
             .with_alpha(args.lora_alpha)
+            .with_seed(Some(args.seed.wrapping_add(LORA_SEED_OFFSET)))
             .apply(mmdit.with_latent_size(latent_side, latent_side))?;
         policy.visit(&mut DrawNow);
         Ok(Self {

@@ -69,14 +69,15 @@ fn fixed_batch_loss(model: &Mmdit) -> f64 {
     host((error.clone() * error).mean().unsqueeze())[0] as f64
 }
 
-/// Pre-trains on the training prompts, returning the model and every step's loss.
-fn train(steps: usize, batch_size: usize, seed: u64) -> (Mmdit, Vec<f64>) {
+/// Pre-trains `initial` (a fresh model if `None`) on the training prompts, returning the
+/// model and every step's loss.
+fn train(steps: usize, learning_rate: f64, seed: u64, initial: Option<Mmdit>) -> (Mmdit, Vec<f64>) {
     let device = Device::default().autodiff();
     let encoder = TextEncoder::new(TEXT_ENCODER_SEED, &device).unwrap();
     let config = FlowMatchingConfig::new()
         .with_steps(steps)
-        .with_batch_size(batch_size)
-        .with_learning_rate(3e-3)
+        .with_batch_size(BATCH_SIZE)
+        .with_learning_rate(learning_rate)
         .with_seed(seed);
     let mut losses = Vec::new();
     let (model, _) = pretrain(
@@ -84,11 +85,25 @@ fn train(steps: usize, batch_size: usize, seed: u64) -> (Mmdit, Vec<f64>) {
         &prompt_split().unwrap().train,
         &encoder,
         &device,
-        None,
+        initial,
         |_, loss| losses.push(loss),
     )
     .unwrap();
     (model, losses)
+}
+
+/// The tests' pre-training batch size.
+const BATCH_SIZE: usize = 8;
+
+/// The committed base model, loaded on the host device.
+fn base_model() -> Mmdit {
+    load_base(&committed_base(), &Device::default()).unwrap().0
+}
+
+fn max_abs_difference(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .fold(0.0, |max, (x, y)| max.max((x - y).abs()))
 }
 
 /// The velocities of `model` on [`fixed_batch`], on the host.
@@ -115,25 +130,44 @@ fn the_split_holds_out_a_quarter_of_every_prompt() {
 
 #[test]
 fn pretraining_lowers_the_loss_on_a_fixed_batch() {
-    let (barely, _) = train(1, 8, 0);
-    let (trained, losses) = train(12, 8, 0);
+    let (barely, _) = train(1, 3e-3, 0, None);
+    let (trained, losses) = train(12, 3e-3, 0, Some(barely.clone()));
     assert!(losses.iter().all(|loss| loss.is_finite()), "{losses:?}");
     let (before, after) = (fixed_batch_loss(&barely), fixed_batch_loss(&trained));
     assert!(
         after < 0.7 * before,
-        "loss {before} after 1 step, {after} after 12"
+        "loss {before} after 1 step, {after} after 12 more"
     );
 }
 
+/// From given weights, since fresh ones come from the device's generator, which the other
+/// tests' threads draw from too.
 #[test]
-fn pretraining_is_deterministic_given_its_seed() {
-    let (first, first_losses) = train(2, 2, 7);
-    let (second, second_losses) = train(2, 2, 7);
-    let (other, other_losses) = train(2, 2, 8);
+fn pretraining_is_deterministic_given_its_seed_and_initial_weights() {
+    let base = base_model();
+    let (first, first_losses) = train(2, 3e-3, 7, Some(base.clone()));
+    let (second, second_losses) = train(2, 3e-3, 7, Some(base.clone()));
+    let (other, other_losses) = train(2, 3e-3, 8, Some(base));
     assert_eq!(first_losses, second_losses);
     assert_eq!(fixed_velocities(&first), fixed_velocities(&second));
     assert_ne!(first_losses, other_losses);
     assert_ne!(fixed_velocities(&first), fixed_velocities(&other));
+}
+
+/// A step at a negligible learning rate keeps the initial model's velocities, where a fresh
+/// model's are nothing like them.
+#[test]
+fn pretraining_continues_from_the_initial_model() {
+    let base = base_model();
+    let initial = fixed_velocities(&base);
+    let (continued, _) = train(1, 1e-12, 0, Some(base));
+    let (fresh, _) = train(1, 1e-12, 0, None);
+    let kept = max_abs_difference(&fixed_velocities(&continued), &initial);
+    let fresh = max_abs_difference(&fixed_velocities(&fresh), &initial);
+    assert!(
+        kept < 1e-4 && fresh > 1e-2,
+        "continued {kept}, fresh {fresh}"
+    );
 }
 
 #[test]

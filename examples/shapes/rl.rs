@@ -31,6 +31,11 @@ use crate::reward::{RewardKind, ShapesReward};
 use crate::scorer::Scorer;
 use crate::text::TextEncoder;
 
+/// The [`Rng::stream`] indices of a run's seed: its prompt draws, and its LoRA factors'
+/// seed (the trainer draws from the seed itself).
+const PROMPT_STREAM: u64 = 1;
+const LORA_STREAM: u64 = 2;
+
 /// The three objectives compared, at their reference thresholds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, clap::ValueEnum)]
 pub enum ObjectiveName {
@@ -349,9 +354,12 @@ pub fn fine_tune(
 ) -> Result<RunOutcome> {
     let started = Instant::now();
     let objective = Recording::new(spec.objective.config().init()?);
+    // The adapters' own stream, apart from the trainer's and the prompt draws', so a run's
+    // start does not depend on what else used the device's generator.
     let policy = MmditLoraConfig::new()
         .with_rank(config.lora_rank)
         .with_alpha(config.lora_alpha)
+        .with_seed(Some(Rng::stream(spec.seed, LORA_STREAM).next_u64()))
         .apply(base.clone())?;
     let trainer_config = TrainerConfig::new(IMAGE_DIMS)
         .with_group_size(config.group_size)
@@ -375,7 +383,7 @@ pub fn fine_tune(
     let embeddings = encoder.encode(&texts)?;
     let drift_conditions = drift_conditions(encoder, sets, config.drift_samples)?;
     // The run's own prompt draws, apart from the trainer's stream.
-    let mut prompt_rng = Rng::stream(spec.seed, 1);
+    let mut prompt_rng = Rng::stream(spec.seed, PROMPT_STREAM);
     let mut steps = Vec::with_capacity(config.rollouts);
     for rollout in 0..config.rollouts {
         let chosen = prompt_rng.distinct_below(sets.train.len(), config.groups_per_rollout);

@@ -2,16 +2,18 @@
 //! and the quick experiments end to end.
 
 use burn::prelude::*;
+use burn::tensor::Distribution;
 use flow_rl::objective::RowStatus;
 use flow_rl::reward::Reward;
 use flow_rl::{Error, Rng};
 
+use crate::checkpoint::load_base;
 use crate::experiments::{ExperimentsConfig, plan, run_all};
 use crate::mechanism::{Mechanism, RecordedRow};
 use crate::prompt::Prompt;
 use crate::report::Spread;
 use crate::reward::{RewardKind, ShapesReward};
-use crate::rl::ObjectiveName;
+use crate::rl::{ObjectiveName, PromptSets, fine_tune};
 use crate::text::TextEncoder;
 use crate::world::{IMAGE_SIZE, Image};
 
@@ -181,11 +183,38 @@ fn the_plan_gives_every_seed_the_same_runs_and_ids_are_unique() {
     }
 }
 
+/// A run is a function of its spec: its LoRA factors, prompts and noise come from its seed,
+/// not from the device's generator, whatever drew from that before.
+#[test]
+fn a_fine_tuning_run_is_reproducible_from_its_seed() {
+    let device = Device::default().autodiff();
+    let base = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/shapes/base.bpk");
+    let (base, info) = load_base(&base, &device).unwrap();
+    let encoder = TextEncoder::new(info.text_encoder_seed, &device).unwrap();
+    let sets = PromptSets::new().unwrap();
+    let config = ExperimentsConfig::quick().fine_tune.with_rollouts(1);
+    let (_, spec) = plan(1)[0];
+    let run = |generator_seed: u64| {
+        device.seed(generator_seed);
+        let _ = Tensor::<1>::random([5], Distribution::Default, &device);
+        let outcome = fine_tune(&spec, &config, &base, &encoder, &sets, &device, |_| {}).unwrap();
+        let step = &outcome.steps[0];
+        let summary = (
+            step.reward,
+            step.kl_mean,
+            step.drift,
+            outcome.after.scores(),
+        );
+        (summary, outcome.rows)
+    };
+    let (first, again) = (run(1), run(2));
+    assert!(!first.1.is_empty());
+    assert_eq!(first, again);
+}
+
 /// The quick experiments from the committed base model: every file is written, and Flow-DPPO
 /// makes no constraint errors by construction while its rows are real.
 #[test]
-#[ignore = "its LoRA draws share the device generator with the seeded pre-training tests; \
-            run alone: cargo test --example shapes -- --ignored quick_experiments"]
 fn quick_experiments_write_every_table_and_figure() {
     let out = tempfile::tempdir().unwrap();
     let config = ExperimentsConfig::quick().with_seeds(1);

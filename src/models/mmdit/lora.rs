@@ -16,6 +16,7 @@ use super::safetensors_io::{SafetensorsFile, write_file_atomically};
 use super::weights::diffusers_linear_names;
 use crate::error::{Error, Result, WeightProblem};
 use crate::io::write_atomically;
+use crate::rng::Rng;
 
 /// A family of the MMDiT's Linear layers that LoRA can adapt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,13 +64,20 @@ pub struct MmditLoraConfig {
     /// The factors' dtype; `None` builds them in each base weight's dtype.
     #[config(default = "Some(FloatDType::F32)")]
     pub dtype: Option<FloatDType>,
+    /// Where the `A` factors' values come from: `Some(seed)` draws them from
+    /// [`Rng::seed_from`]`(seed)` alone, factor by factor in the model's traversal order, so
+    /// the same seed gives the same factors bit for bit on every backend, whatever else has
+    /// used the device's generator (which every thread on the device shares). `None` draws
+    /// them from the device's generator.
+    #[config(default = "None")]
+    pub seed: Option<u64>,
 }
 
 impl MmditLoraConfig {
     /// Attaches adapters to `model`'s target layers and freezes every base parameter.
     ///
-    /// Factors start as `A ~ N(0, 1/r)`, `B = 0`, so the adapted model's outputs are the
-    /// base model's until it is trained.
+    /// Factors start as `A ~ N(0, σ²)` with `σ = 1/r` and `B = 0`, so the adapted model's
+    /// outputs are the base model's until it is trained.
     pub fn apply(&self, model: Mmdit) -> Result<Mmdit> {
         let modules: Vec<String> = diffusers_linear_names(model.config())
             .into_iter()
@@ -114,6 +122,9 @@ impl MmditLoraConfig {
             Lora::new(self.rank, self.alpha).set_param_group(ParamGroup::from_paths(weights));
         lora.dtype = self.dtype;
         let mut model = model.apply_lora(lora);
+        if let Some(seed) = self.seed {
+            model = redraw_down_factors(model, seed, 1.0 / self.rank as f64)?;
+        }
         model.lora = Some(LoraState {
             rank: self.rank,
             alpha: self.alpha,
@@ -431,6 +442,32 @@ fn peft_key(stored: &str, factor: &str) -> String {
 /// A factor's shape in PEFT's layout (the transpose of burn's).
 fn peft_shape(shape: &[usize]) -> Vec<usize> {
     shape.iter().rev().copied().collect()
+}
+
+/// `model` with every `A` factor replaced by draws `N(0, std²)` from one
+/// [`Rng::seed_from`]`(seed)`, in the factors' traversal order and their own dtype.
+fn redraw_down_factors(mut model: Mmdit, seed: u64, std: f64) -> Result<Mmdit> {
+    let filter = || PathFilter::new().with_regex(r"\.lora\.a$");
+    let mut rng = Rng::seed_from(seed);
+    let factors = model
+        .collect(Some(filter()), None, false)
+        .into_iter()
+        .map(|factor| {
+            let values: Vec<f32> = (0..factor.shape.num_elements())
+                .map(|_| (std * rng.normal()) as f32)
+                .collect();
+            let data = TensorData::new(values, factor.shape.to_vec()).convert_dtype(factor.dtype);
+            bridge::from_data(data, factor.name, None)
+        })
+        .collect();
+    let result = model.apply(factors, Some(filter()), None, false);
+    if !result.errors.is_empty() || !result.unused.is_empty() {
+        return Err(Error::TensorRead(format!(
+            "redrawing the LoRA A factors failed: errors {:?}, unused {:?}",
+            result.errors, result.unused
+        )));
+    }
+    Ok(model)
 }
 
 /// Only the LoRA factors.
