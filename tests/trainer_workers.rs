@@ -12,6 +12,7 @@ use common::workers::{
 };
 use common::{module_values, scratch};
 use flow_rl::Error;
+use flow_rl::distributed::broadcast_through_all_reduce;
 use flow_rl::policy::Unconditional;
 use flow_rl::trainer::Trainer;
 
@@ -199,5 +200,60 @@ fn rank_zero_writes_the_checkpoint_and_every_worker_resumes_from_it() {
     for (rank, (resumed, uninterrupted)) in outcomes.iter().zip(&uninterrupted).enumerate() {
         assert_bit_identical(&resumed.parameters, &uninterrupted.parameters, rank);
         assert_same_run(resumed, &alone, &format!("worker {rank}, resumed"));
+    }
+}
+
+/// A message of every byte value (so 16-bit words up to 0xFFFF), of odd length above 65,535
+/// so that its length needs two of the four 16-bit pieces.
+fn every_byte_message(root: usize) -> Vec<u8> {
+    (0..70_001 + root).map(|i| (i * 7 + root) as u8).collect()
+}
+
+#[test]
+fn bytes_broadcast_through_the_all_reduce_arrive_exactly_on_every_worker() {
+    let world = 3;
+    let received = on_threads(world, |communicator| {
+        let rank = communicator.rank();
+        let mut per_root = Vec::new();
+        for root in 0..world {
+            // Receivers start with bytes of their own, of another length: all are replaced.
+            let mut bytes = if rank == root {
+                every_byte_message(root)
+            } else {
+                vec![0xAB; 5 + rank]
+            };
+            broadcast_through_all_reduce(&*communicator, &mut bytes, root).unwrap();
+            per_root.push(bytes);
+        }
+        let mut empty = if rank == 1 { Vec::new() } else { vec![1, 2, 3] };
+        broadcast_through_all_reduce(&*communicator, &mut empty, 1).unwrap();
+        (per_root, empty)
+    });
+    for (rank, (per_root, empty)) in received.iter().enumerate() {
+        for (root, bytes) in per_root.iter().enumerate() {
+            assert!(
+                *bytes == every_byte_message(root),
+                "worker {rank}: the message from root {root} differs"
+            );
+        }
+        assert!(
+            empty.is_empty(),
+            "worker {rank}: an empty message arrived as {empty:?}"
+        );
+    }
+}
+
+#[test]
+fn a_broadcast_from_a_root_outside_the_world_fails_on_every_worker() {
+    let outcomes = on_threads(2, |communicator| {
+        let mut bytes = vec![1, 2, 3];
+        broadcast_through_all_reduce(&*communicator, &mut bytes, 2).map_err(|err| err.to_string())
+    });
+    for (rank, outcome) in outcomes.into_iter().enumerate() {
+        let message = outcome.unwrap_err();
+        assert!(
+            message.contains("broadcast root") && message.contains("world size 2"),
+            "worker {rank}: {message}"
+        );
     }
 }

@@ -1,5 +1,6 @@
-//! Collectives built on [`Communicator`]'s primitives: gathering every worker's values, and
-//! agreeing on whether a phase of a step succeeded everywhere.
+//! Collectives built on [`Communicator`]'s primitives: gathering every worker's values,
+//! broadcasting bytes through the all-reduce alone, and agreeing on whether a phase of a
+//! step succeeded everywhere.
 
 use super::Communicator;
 use crate::error::{Error, Result, WorkerFailure};
@@ -19,6 +20,80 @@ pub fn gather_f32(communicator: &dyn Communicator, local: &[f32]) -> Result<Vec<
     communicator.all_reduce_sum(&mut all)?;
     Ok(all)
 }
+
+/// Root's `bytes` on every worker, sent through the all-reduce alone: for a communicator
+/// whose only native collective is a sum of f32 buffers (burn's collective `all_reduce`).
+/// Receivers' `bytes` are replaced; the root's are left as they are.
+///
+/// The root's values added to the others' zeros arrive exactly, so the length travels as
+/// four 16-bit pieces and the bytes as 16-bit words, each of which an f32 holds exactly.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] when `root` is not below the world size (on every worker, so
+/// none waits on the others), and whatever the all-reduce returns.
+///
+/// ```
+/// use flow_rl::distributed::{SingleProcess, broadcast_through_all_reduce};
+///
+/// let mut bytes = b"rank 0's configuration".to_vec();
+/// broadcast_through_all_reduce(&SingleProcess, &mut bytes, 0)?;
+/// assert_eq!(bytes, b"rank 0's configuration");
+/// assert!(broadcast_through_all_reduce(&SingleProcess, &mut bytes, 1).is_err());
+/// # Ok::<(), flow_rl::Error>(())
+/// ```
+pub fn broadcast_through_all_reduce(
+    communicator: &dyn Communicator,
+    bytes: &mut Vec<u8>,
+    root: usize,
+) -> Result<()> {
+    let world = communicator.world_size();
+    if root >= world {
+        return Err(Error::invalid(
+            "broadcast root",
+            root,
+            format!("a rank below the world size {world}"),
+        ));
+    }
+    let is_root = communicator.rank() == root;
+
+    let length = if is_root { bytes.len() as u64 } else { 0 };
+    let mut length_pieces: Vec<f32> = (0..LENGTH_PIECES)
+        .map(|piece| f32::from((length >> (16 * piece)) as u16))
+        .collect();
+    communicator.all_reduce_sum(&mut length_pieces)?;
+    let length = length_pieces
+        .iter()
+        .enumerate()
+        .fold(0u64, |length, (piece, &value)| {
+            length | (u64::from(value as u16) << (16 * piece))
+        }) as usize;
+
+    let mut words: Vec<f32> = if is_root {
+        bytes
+            .chunks(2)
+            .map(|pair| {
+                f32::from(u16::from_le_bytes([
+                    pair[0],
+                    pair.get(1).copied().unwrap_or(0),
+                ]))
+            })
+            .collect()
+    } else {
+        vec![0.0; length.div_ceil(2)]
+    };
+    communicator.all_reduce_sum(&mut words)?;
+    if !is_root {
+        *bytes = words
+            .iter()
+            .flat_map(|&word| (word as u16).to_le_bytes())
+            .take(length)
+            .collect();
+    }
+    Ok(())
+}
+
+/// 16-bit pieces of a broadcast's 64-bit length.
+const LENGTH_PIECES: u32 = 4;
 
 /// Every worker's `local` bytes, in rank order; lengths may differ between workers. One
 /// broadcast per worker: meant for small messages (metrics, error text).

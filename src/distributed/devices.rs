@@ -9,7 +9,7 @@ use burn::tensor::distributed::{
     DistributedConfig, DistributedContext, ReduceOperation, all_reduce,
 };
 
-use super::{Communicator, gather_f32};
+use super::{Communicator, broadcast_through_all_reduce};
 use crate::error::Result;
 use crate::tensor_util::host_values;
 
@@ -80,34 +80,7 @@ impl Communicator for DeviceCommunicator {
     }
 
     fn broadcast(&self, bytes: &mut Vec<u8>, root: usize) -> Result<()> {
-        // Through the all-reduce: the root's values added to zeros arrive exactly. Lengths
-        // and bytes go as 16-bit pieces, which f32 holds exactly.
-        let is_root = self.rank == root;
-        let length = if is_root { bytes.len() as u64 } else { 0 };
-        let pieces: Vec<f32> = (0..4)
-            .map(|i| ((length >> (16 * i)) & 0xFFFF) as f32)
-            .collect();
-        let lengths = gather_f32(self, &pieces)?;
-        let root_pieces = &lengths[root * 4..root * 4 + 4];
-        let length = root_pieces
-            .iter()
-            .enumerate()
-            .fold(0u64, |sum, (i, &piece)| sum | ((piece as u64) << (16 * i)));
-        let mut words: Vec<f32> = if is_root {
-            bytes
-                .chunks(2)
-                .map(|pair| f32::from(u16::from_le_bytes([pair[0], *pair.get(1).unwrap_or(&0)])))
-                .collect()
-        } else {
-            vec![0.0; (length as usize).div_ceil(2)]
-        };
-        self.all_reduce_sum(&mut words)?;
-        *bytes = words
-            .iter()
-            .flat_map(|&word| (word as u16).to_le_bytes())
-            .take(length as usize)
-            .collect();
-        Ok(())
+        broadcast_through_all_reduce(self, bytes, root)
     }
 
     fn barrier(&self) -> Result<()> {

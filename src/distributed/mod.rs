@@ -42,7 +42,7 @@ mod mpi;
 mod parameters;
 mod shard;
 
-pub use agreement::{agree, all_gather_bytes, gather_f32};
+pub use agreement::{agree, all_gather_bytes, broadcast_through_all_reduce, gather_f32};
 #[cfg(feature = "cuda")]
 pub use devices::DeviceCommunicator;
 #[cfg(feature = "mpi")]
