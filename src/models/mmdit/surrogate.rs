@@ -145,9 +145,16 @@ pub(crate) fn rms_norm(heads: Tensor<4>, weight: Tensor<1>) -> Tensor<4> {
 /// `softmax(q·kᵀ/√d)·v` for queries `[B, heads, Tq, d]`, keys and values `[B, heads, Tk, d]`.
 ///
 /// Under autodiff it keeps the probabilities `P₀` once (`[B, heads, Tq, Tk]`) instead of
-/// the exponentials and the probabilities. The surrogate is
-/// `P₀·v + (P₀⊙δ)·v₀ − rowsum(P₀⊙δ)⊙(P₀·v₀)` for `δ = s − s₀` the scores' displacement: the
-/// first-order expansion of `softmax(s)·v` in `s`, whose last two terms are exact zeros.
+/// the exponentials and the probabilities. The surrogate is `P₀·v + L(s) − L(s₀)` with
+/// `L(s) = (P₀⊙s)·v₀ − rowsum(P₀⊙s)⊙(P₀·v₀)`, linear in the scores `s`: its Jacobian is that
+/// of `softmax(s)·v` at `s₀`, and `L(s) − L(s₀)` is an exact zero.
+///
+/// Each `Tq×Tk` tensor costs a pass and, at the sizes of a real model, a fresh allocation,
+/// so the surrogate forms as few as it can: subtracting `L(s₀)`, a `[B, heads, Tq, d]`
+/// tensor, instead of the scores' displacement `s − s₀`; the query scaled by `1/√d`, not
+/// the scores; and `(P₀⊙s)·v₀` and `rowsum(P₀⊙s)` as one product with `[v₀ | 1]`, whose
+/// backward is one `Tq×Tk` product where a row sum's backward would fill and multiply a
+/// `Tq×Tk` tensor of ones and add it to the product's gradient.
 ///
 /// Untracked, it is burn's `attention`, which a backend may fuse.
 pub(crate) fn attention(query: Tensor<4>, key: Tensor<4>, value: Tensor<4>) -> Tensor<4> {
@@ -156,14 +163,18 @@ pub(crate) fn attention(query: Tensor<4>, key: Tensor<4>, value: Tensor<4>) -> T
         return burn::tensor::module::attention(query, key, value, None, None, options);
     }
     let head_dim = query.dims()[3];
-    let scores = query.matmul(key.swap_dims(2, 3)) * (head_dim as f64).sqrt().recip();
+    let scores = (query * (head_dim as f64).sqrt().recip()).matmul(key.swap_dims(2, 3));
     let probabilities = softmax(scores.clone().detach(), 3);
     let attended = probabilities.clone().matmul(value.clone());
-    let weighted_delta = probabilities * displacement(scores);
     let value_point = value.detach();
-    let shift_tangent = weighted_delta.clone().matmul(value_point);
-    let mean_tangent = weighted_delta.sum_dim(3) * attended.clone().detach();
-    attended + shift_tangent - mean_tangent
+    let ones = value_point.clone().slice(s![.., .., .., 0..1]).ones_like();
+    let values_and_ones = Tensor::cat(vec![value_point, ones], 3);
+    let weighted_products = (probabilities * scores).matmul(values_and_ones);
+    let weighted_values = weighted_products.clone().slice(s![.., .., .., 0..head_dim]);
+    let weighted_mass = weighted_products.slice(s![.., .., .., head_dim..]);
+    let linearised = weighted_values - weighted_mass * attended.clone().detach();
+    // Parenthesised so that the zero is formed before the sum: `(a + l) − l` would round.
+    attended + (linearised.clone() - linearised.detach())
 }
 
 #[cfg(test)]
